@@ -1,0 +1,150 @@
+"""Plots the notebooks share: learning curves, confusion matrices, image grids, mistakes,
+convolution filters and feature maps. Each returns the matplotlib ``Figure``."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+import torch
+from sklearn.metrics import confusion_matrix
+from torch import nn
+
+from .data import ImageSet, check_images
+from .training import History, predict
+
+
+def plot_history(histories: History | dict[str, History], title: str = "") -> plt.Figure:
+    """Loss and accuracy per epoch, train (solid) and validation (dashed), for one or more runs.
+
+    Args:
+        histories: one :class:`History`, or ``{"MLP": h1, "CNN": h2}`` to compare runs.
+    """
+    if isinstance(histories, History):
+        histories = {"": histories}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for (name, history), color in zip(histories.items(), sns.color_palette()):
+        for ax, metric in zip(axes, ("loss", "acc")):
+            epochs = history["epoch"]
+            ax.plot(epochs, history[f"train_{metric}"], color=color, label=f"{name} train".strip())
+            if history[f"val_{metric}"]:
+                ax.plot(epochs, history[f"val_{metric}"], "--", color=color, label=f"{name} validation".strip())
+    for ax, label in zip(axes, ("cross-entropy loss", "accuracy")):
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, classes: Sequence[str],
+                          title: str = "Confusion matrix") -> plt.Figure:
+    """Heatmap of counts: row = true class, column = predicted class.
+
+    Args:
+        labels, predictions: ``(N,)`` integer class indices.
+    """
+    if labels.shape != predictions.shape or labels.ndim != 1:
+        raise ValueError(f"labels and predictions must both be (N,), got {tuple(labels.shape)} "
+                         f"and {tuple(predictions.shape)}")
+    counts = confusion_matrix(labels.cpu().numpy(), predictions.cpu().numpy(), labels=range(len(classes)))
+    fig, ax = plt.subplots(figsize=(7, 6))
+    sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", cbar=False, square=True,
+                xticklabels=classes, yticklabels=classes, ax=ax)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None,
+                classes: Sequence[str] | None = None, predictions: Sequence[int] | torch.Tensor | None = None,
+                ncols: int = 8, title: str = "") -> plt.Figure:
+    """A grid of grayscale images with their labels (and predictions, red when wrong).
+
+    Args:
+        images: ``(N, 1, H, W)`` or ``(N, H, W)``.
+    """
+    if isinstance(images, torch.Tensor) and images.ndim == 3:
+        images = images.unsqueeze(1)
+    check_images(images)
+    n = len(images)
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(images[i, 0].detach().cpu(), cmap="gray_r")
+        name = (lambda k: classes[int(k)] if classes is not None else str(int(k)))
+        parts = [] if labels is None else [name(labels[i])]
+        wrong = False
+        if predictions is not None:
+            parts.append(f"→ {name(predictions[i])}")
+            wrong = labels is not None and int(predictions[i]) != int(labels[i])
+        ax.set_title(" ".join(parts), fontsize=8, color="crimson" if wrong else "black")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mistakes(model: nn.Module, data: ImageSet, n: int = 16, title: str = "") -> plt.Figure:
+    """The ``n`` test images the model got wrong with the highest confidence.
+
+    Titles read ``true → predicted (confidence)``.
+    """
+    probs = predict(model, data).softmax(1).cpu()
+    confidence, guess = probs.max(1)
+    wrong = (guess != data.labels.cpu()).nonzero().squeeze(1)
+    order = wrong[confidence[wrong].argsort(descending=True)][:n]
+    fig = show_images(data.images[order].cpu(), data.labels[order].cpu(), data.classes, guess[order],
+                      title=title or f"Most confident mistakes ({len(wrong)} wrong of {len(data)})")
+    for ax, k in zip(fig.axes, order):
+        ax.set_title(ax.get_title() + f" ({confidence[k]:.0%})", fontsize=8, color="crimson")
+    return fig
+
+
+def show_filters(conv: nn.Conv2d, max_filters: int = 32, title: str = "") -> plt.Figure:
+    """The kernels of a conv layer's first input channel, one small image each (blue < 0 < red)."""
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+    weights = conv.weight.detach().cpu()[:max_filters, 0]  # (F, kH, kW)
+    ncols = min(8, len(weights))
+    nrows = math.ceil(len(weights) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.2 * nrows), squeeze=False)
+    limit = float(weights.abs().max())
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(weights):
+            ax.imshow(weights[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.suptitle(title or f"{len(weights)} learned {conv.kernel_size[0]}x{conv.kernel_size[1]} filters")
+    fig.tight_layout()
+    return fig
+
+
+def show_feature_maps(model: nn.Module, layer: nn.Module, image: torch.Tensor, max_maps: int = 16,
+                      title: str = "") -> plt.Figure:
+    """What ``layer`` outputs for one ``image`` ``(1, H, W)``: its first ``max_maps`` channels.
+
+    The model runs on its own device in eval mode; its mode is restored afterwards.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image: expected one image (C, H, W), got shape {tuple(image.shape)}")
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+    try:
+        predict(model, ImageSet(image[None].float(), torch.zeros(1, dtype=torch.int64), ["?"]))
+    finally:
+        handle.remove()
+    maps = captured[0][0, :max_maps].cpu()  # (C, h, w)
+    ncols = min(8, len(maps))
+    nrows = math.ceil(len(maps) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.3 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(maps):
+            ax.imshow(maps[i], cmap="viridis")
+    fig.suptitle(title or f"{len(maps)} feature maps, each {maps.shape[-2]}x{maps.shape[-1]}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,126 @@
+"""Run sizes, device choice and seeding: one place decides how big every notebook's run is.
+
+Three run sizes share the same notebooks:
+
+- ``smoke``: seconds per notebook; what the tests run.
+- ``cpu``: a real lesson on a laptop in minutes.
+- ``gpu``: the full lesson on a CUDA GPU (Colab).
+
+The size is picked automatically (CUDA present -> ``gpu``, else ``cpu``) and can be set with
+the environment variable ``COURSE_RUN_SIZE``. Each notebook asks for its :class:`Plan`, which
+holds that notebook's epochs and subset sizes for the chosen size (the table ``PLANS``).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+RUN_SIZES = ("smoke", "cpu", "gpu")
+RUN_SIZE_ENV = "COURSE_RUN_SIZE"
+
+# Epochs and subset sizes per notebook and run size. ``None`` as a limit means the whole split.
+PLANS: dict[str, dict[str, dict[str, Any]]] = {
+    "00_setup_and_tour": {
+        "smoke": {"show_images": 8},
+        "cpu": {"show_images": 16},
+        "gpu": {"show_images": 16},
+    },
+    "01_mnist_mlp": {
+        "smoke": {"train_limit": 1000, "test_limit": 500, "epochs": 1, "loop_epochs": 1, "batch_size": 128},
+        "cpu": {"train_limit": 8000, "test_limit": None, "epochs": 30, "loop_epochs": 3, "batch_size": 128},
+        "gpu": {"train_limit": None, "test_limit": None, "epochs": 30, "loop_epochs": 3, "batch_size": 256},
+    },
+    "02_mnist_cnn": {
+        "smoke": {
+            "train_limit": 1000, "test_limit": 500, "epochs": 1,
+            "fashion_train_limit": 1000, "fashion_test_limit": 500, "fashion_epochs": 1, "batch_size": 128,
+        },
+        "cpu": {
+            "train_limit": 8000, "test_limit": None, "epochs": 15,
+            "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 4, "batch_size": 128,
+        },
+        "gpu": {
+            "train_limit": None, "test_limit": None, "epochs": 15,
+            "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 20, "batch_size": 256,
+        },
+    },
+}
+
+
+def get_run_size() -> str:
+    """Return the run size: ``$COURSE_RUN_SIZE`` if set, else ``gpu`` with CUDA, else ``cpu``.
+
+    Raises:
+        ValueError: the environment variable names a size that does not exist.
+    """
+    chosen = os.environ.get(RUN_SIZE_ENV, "").strip().lower()
+    if chosen:
+        if chosen not in RUN_SIZES:
+            raise ValueError(
+                f"{RUN_SIZE_ENV}={chosen!r} is not a run size; expected one of {', '.join(RUN_SIZES)}"
+            )
+        return chosen
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def get_device() -> torch.device:
+    """The device to train on: the first CUDA GPU if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) and make cuDNN deterministic."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one notebook does at the chosen run size; ``plan.epochs`` reads ``settings['epochs']``."""
+
+    notebook: str
+    size: str
+    device: torch.device
+    settings: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+
+    def __getattr__(self, name: str) -> Any:
+        settings = object.__getattribute__(self, "settings")
+        if name in settings:
+            return settings[name]
+        raise AttributeError(f"the {self.notebook!r} plan has no setting {name!r}; it has {sorted(settings)}")
+
+    def elapsed(self) -> float:
+        """Seconds since the plan was made (the notebook's start)."""
+        return time.perf_counter() - self.started
+
+    def __str__(self) -> str:
+        knobs = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        return f"run size {self.size!r} on {self.device.type}: {knobs}"
+
+
+def run_plan(notebook: str, size: str | None = None, seed: int = 0) -> Plan:
+    """Seed everything and return ``notebook``'s plan at ``size`` (default: :func:`get_run_size`).
+
+    Args:
+        notebook: a key of ``PLANS``, e.g. ``"01_mnist_mlp"``.
+        size: one of ``RUN_SIZES``; ``None`` picks it automatically.
+        seed: passed to :func:`set_seed`.
+    """
+    if notebook not in PLANS:
+        raise KeyError(f"no plan for notebook {notebook!r}; known: {', '.join(PLANS)}")
+    size = get_run_size() if size is None else size
+    if size not in RUN_SIZES:
+        raise ValueError(f"unknown run size {size!r}; expected one of {', '.join(RUN_SIZES)}")
+    set_seed(seed)
+    return Plan(notebook=notebook, size=size, device=get_device(), settings=dict(PLANS[notebook][size]))
