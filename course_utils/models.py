@@ -1,0 +1,55 @@
+"""Models that several notebooks reuse: the MLP of notebook 01 and the CNN of notebook 02.
+
+Each notebook builds its model in front of the learner first; these are the same models, kept
+here so that later notebooks (the ViT of 03, say) can compare against them in one line.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """Flatten -> [Linear -> ReLU -> Dropout] per hidden layer -> Linear.
+
+    Input ``(B, C, H, W)`` images, output ``(B, num_classes)`` logits. No convolution: every pixel
+    has its own weights, so it knows nothing of which pixels are neighbours.
+    """
+
+    def __init__(self, in_features: int = 28 * 28, hidden: tuple[int, ...] = (512, 256),
+                 num_classes: int = 10, dropout: float = 0.2) -> None:
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution (padding 1) -> BatchNorm -> ReLU -> 2x2 max-pool: ``(B, C, H, W) -> (B, C', H//2, W//2)``."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class CNN(nn.Sequential):
+    """Three conv blocks (28 -> 14 -> 7 -> 3 pixels) and a linear head.
+
+    Input ``(B, 1, 28, 28)``, output ``(B, num_classes)`` logits.
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10,
+                 dropout: float = 0.3, in_channels: int = 1) -> None:
+        c1, c2, c3 = channels
+        super().__init__(
+            conv_block(in_channels, c1),   # (B, c1, 14, 14)
+            conv_block(c1, c2),            # (B, c2, 7, 7)
+            conv_block(c2, c3),            # (B, c3, 3, 3)
+            nn.Flatten(),                  # (B, c3 * 9)
+            nn.Dropout(dropout),
+            nn.Linear(c3 * 3 * 3, num_classes),
+        )
