@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -236,15 +237,33 @@ def _load_pair(folder: Path, prefix: str, source: str, classes: list[str]) -> Im
 # Sources
 # ---------------------------------------------------------------------------------------------
 
+_ONLINE: bool | None = None  # the probe's answer, kept for the rest of the session
+
+
 def is_online(timeout: float = 2.0) -> bool:
-    """True when a dataset mirror answers within ``timeout`` seconds and ``COURSE_OFFLINE`` is unset."""
+    """True when a dataset mirror answers within ``timeout`` seconds and ``COURSE_OFFLINE`` is unset.
+
+    The network is probed once per session (restart the kernel to probe again), and the name
+    lookup counts against ``timeout`` too: a network that drops packets costs one wait, not one per load.
+    """
+    global _ONLINE
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         return False
-    try:
-        socket.create_connection(PROBE_HOST, timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    if _ONLINE is None:
+        answers: list[bool] = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection(PROBE_HOST, timeout=timeout).close()
+                answers.append(True)
+            except OSError:
+                pass
+
+        thread = threading.Thread(target=probe, daemon=True)  # a hung DNS lookup cannot hold us up
+        thread.start()
+        thread.join(timeout)
+        _ONLINE = bool(answers)
+    return _ONLINE
 
 
 def _show(path: Path) -> str:

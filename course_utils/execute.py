@@ -22,7 +22,9 @@ def problems(notebook: nbformat.NotebookNode) -> list[str]:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 found.append(f"cell {index}: {output.get('ename')}: {output.get('evalue')}")
-            match = LOCAL_PATH.search(str(output))
+            text = {k: v for k, v in output.items() if k != "data"}  # images are base64: search text only
+            text["data"] = {mime: v for mime, v in output.get("data", {}).items() if not mime.startswith("image/")}
+            match = LOCAL_PATH.search(str(text))
             if match:
                 found.append(f"cell {index}: output holds a local path ({match.group(0)}...)")
     return found

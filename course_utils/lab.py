@@ -41,8 +41,17 @@ def lab_command(port: int | None = None, token: str | None = None, headless: boo
 
 
 def open_lab(headless: bool = False) -> int:
-    """Run JupyterLab until it is stopped (Ctrl+C); return its exit code."""
-    try:
-        return subprocess.call(lab_command(headless=headless))
-    except KeyboardInterrupt:
-        return 0
+    """Run JupyterLab until it is stopped with Ctrl+C; return its exit code.
+
+    On Linux and macOS JupyterLab replaces this process, so Ctrl+C reaches it alone and it shuts
+    its kernels down cleanly. Elsewhere it runs as a child that this process waits for.
+    """
+    cmd = lab_command(headless=headless)
+    if os.name == "posix":
+        os.execv(cmd[0], cmd)
+    with subprocess.Popen(cmd) as server:
+        while True:
+            try:
+                return server.wait()
+            except KeyboardInterrupt:  # the server got the same Ctrl+C and handles it
+                continue

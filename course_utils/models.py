@@ -37,13 +37,15 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class CNN(nn.Sequential):
-    """Three conv blocks (28 -> 14 -> 7 -> 3 pixels) and a linear head.
+    """Three conv blocks (28 -> 14 -> 7 -> 3 pixels) and a linear head: notebook 02's ``make_cnn()``.
 
-    Input ``(B, 1, 28, 28)``, output ``(B, num_classes)`` logits.
+    Input ``(B, 1, 28, 28)``, output ``(B, num_classes)`` logits. The default widths (16, 32, 64)
+    train about three times faster on a CPU than (32, 64, 128); convert with
+    ``.to(memory_format=torch.channels_last)`` for a further speed-up there.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10,
-                 dropout: float = 0.3, in_channels: int = 1) -> None:
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), num_classes: int = 10,
+                 dropout: float = 0.1, in_channels: int = 1) -> None:
         c1, c2, c3 = channels
         super().__init__(
             conv_block(in_channels, c1),   # (B, c1, 14, 14)

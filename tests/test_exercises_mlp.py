@@ -1,0 +1,309 @@
+"""The checkers of notebook 01: they accept the reference, reject each typical mistake with its own
+hint, and report a ``raise NotImplementedError`` stub as not attempted."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils.exercises import mlp
+
+
+def not_implemented(*args):
+    raise NotImplementedError("your code here")
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference implementations agree with torch
+# ---------------------------------------------------------------------------------------------
+
+def test_references_agree_with_torch() -> None:
+    logits = torch.randn(5, 7, generator=torch.Generator().manual_seed(0)) * 3
+    labels = torch.tensor([0, 6, 3, 3, 1])
+    torch.testing.assert_close(mlp.stable_softmax(logits), torch.softmax(logits, dim=-1))
+    torch.testing.assert_close(mlp.stable_softmax(logits + 1000), torch.softmax(logits, dim=-1))
+    torch.testing.assert_close(mlp.cross_entropy(logits, labels), nn.functional.cross_entropy(logits, labels))
+    assert mlp.accuracy(logits, labels) == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
+    assert isinstance(mlp.accuracy(logits, labels), float)
+    model = mlp.make_mlp([32, 16])
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert sum(p.numel() for p in model.parameters()) == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Every checker: reference passes, stub is "not attempted", quiet mode prints nothing
+# ---------------------------------------------------------------------------------------------
+
+CHECKERS = [
+    (mlp.check_stable_softmax, mlp.stable_softmax),
+    (mlp.check_cross_entropy, mlp.cross_entropy),
+    (mlp.check_accuracy, mlp.accuracy),
+    (mlp.check_make_mlp, mlp.make_mlp),
+]
+
+
+@pytest.mark.parametrize("checker, reference", CHECKERS)
+def test_checker_accepts_the_reference(checker, reference) -> None:
+    result = checker(reference, quiet=True)
+    assert result.status == "passed", result.message
+
+
+@pytest.mark.parametrize("checker, reference", CHECKERS)
+def test_checker_reports_a_stub_as_not_attempted(checker, reference) -> None:
+    result = checker(not_implemented, quiet=True)
+    assert result.status == "not attempted"
+    assert "NotImplementedError" in result.message
+
+
+def test_checker_prints_its_verdict(capsys) -> None:
+    mlp.check_accuracy(mlp.accuracy)
+    assert "✅ accuracy: passed" in capsys.readouterr().out
+    mlp.check_accuracy(not_implemented)
+    assert "⏳ accuracy" in capsys.readouterr().out
+
+
+def test_checkers_accept_torch_builtins() -> None:
+    assert mlp.check_stable_softmax(lambda x: torch.softmax(x, dim=-1), quiet=True).passed
+    assert mlp.check_cross_entropy(nn.functional.cross_entropy, quiet=True).passed
+    assert mlp.check_accuracy(lambda x, y: (x.argmax(1) == y).float().mean(), quiet=True).passed
+
+
+def test_make_mlp_check_leaves_the_global_random_state_alone() -> None:
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    mlp.check_make_mlp(mlp.make_mlp, quiet=True)
+    torch.testing.assert_close(torch.rand(3), before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 1: stable_softmax
+# ---------------------------------------------------------------------------------------------
+
+def softmax_naive(x):
+    return x.exp() / x.exp().sum(dim=-1, keepdim=True)
+
+
+def softmax_global_max(x):
+    e = (x - x.max()).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def softmax_dim0(x):
+    e = (x - x.max(dim=0, keepdim=True).values).exp()
+    return e / e.sum(dim=0, keepdim=True)
+
+
+def softmax_dim1(x):
+    e = (x - x.max(dim=1, keepdim=True).values).exp()
+    return e / e.sum(dim=1, keepdim=True)
+
+
+def softmax_unnormalised(x):
+    return (x - x.max(dim=-1, keepdim=True).values).exp()
+
+
+def softmax_no_keepdim(x):
+    e = (x - x.max(dim=-1).values).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def softmax_sum_no_keepdim(x):
+    e = (x - x.max(dim=-1, keepdim=True).values).exp()
+    return e / e.sum(dim=-1)
+
+
+def softmax_column_max(x):
+    e = (x - x.max(dim=0, keepdim=True).values).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def softmax_returns_log(x):
+    return x - x.logsumexp(dim=-1, keepdim=True)
+
+
+def softmax_forgets_return(x):
+    (x - x.max(dim=-1, keepdim=True).values).exp()
+
+
+def softmax_numpy(x):
+    return x.numpy()[0]  # crashes on a (2, 3, 4) tensor only after passing nothing
+
+
+@pytest.mark.parametrize("answer, words", [
+    (softmax_naive, ["overflow", "max"]),
+    (softmax_global_max, ["whole tensor", "own max"]),
+    (softmax_dim0, ["dim 0", "sum to 1"]),
+    (softmax_dim1, ["dim 1", "dim=-1"]),
+    (softmax_unnormalised, ["not normalised"]),
+    (softmax_no_keepdim, ["keepdim=True", "max()"]),
+    (softmax_sum_no_keepdim, ["keepdim=True", "sum()"]),
+    (softmax_column_max, ["each column's max"]),
+    (softmax_returns_log, ["log-probabilities"]),
+    (softmax_forgets_return, ["forget to return"]),
+    (lambda x: x, ["differs from the reference"]),
+])
+def test_stable_softmax_rejects(answer, words) -> None:
+    result = mlp.check_stable_softmax(answer, quiet=True)
+    assert result.status == "failed"
+    for word in words:
+        assert word in result.message, result.message
+
+
+def test_stable_softmax_explains_max_returning_a_pair() -> None:
+    result = mlp.check_stable_softmax(lambda x: (x - x.max(dim=-1, keepdim=True)).exp(), quiet=True)
+    assert result.status == "failed"
+    assert ".values" in result.message and "(values, indices)" in result.message
+
+
+def test_stable_softmax_turns_a_crash_into_a_hint() -> None:
+    result = mlp.check_stable_softmax(lambda x: x.exp() / x.exp().sum(dim=2, keepdim=True), quiet=True)
+    assert result.status == "failed"
+    assert "raised IndexError" in result.message and "(3, 3)" in result.message
+    assert "Traceback" not in result.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 2: cross_entropy
+# ---------------------------------------------------------------------------------------------
+
+def log_softmax(x):
+    return x - x.logsumexp(dim=-1, keepdim=True)
+
+
+def ce_block(x, y):
+    return -log_softmax(x)[:, y].mean()
+
+
+def ce_no_minus(x, y):
+    return log_softmax(x)[torch.arange(len(y)), y].mean()
+
+
+def ce_sum(x, y):
+    return -log_softmax(x)[torch.arange(len(y)), y].sum()
+
+
+def ce_per_example(x, y):
+    return -log_softmax(x)[torch.arange(len(y)), y]
+
+
+def ce_probabilities(x, y):
+    return -torch.softmax(x, dim=-1)[torch.arange(len(y)), y].mean()
+
+
+def ce_raw_logits(x, y):
+    return -x[torch.arange(len(y)), y].mean()
+
+
+def ce_log_of_softmax(x, y):
+    return -torch.softmax(x, dim=-1)[torch.arange(len(y)), y].log().mean()
+
+
+def ce_all_classes(x, y):
+    return -log_softmax(x).mean()
+
+
+def ce_wrong_dim(x, y):
+    return -(x - x.logsumexp(dim=0, keepdim=True))[torch.arange(len(y)), y].mean()
+
+
+@pytest.mark.parametrize("answer, words", [
+    (ce_block, ["(N, N) block", "torch.arange(N)"]),
+    (ce_no_minus, ["sign", "NEGATIVE"]),
+    (ce_sum, ["sum", "mean"]),
+    (ce_per_example, ["per-example", "mean"]),
+    (ce_probabilities, ["probabilities", "log"]),
+    (ce_raw_logits, ["raw logits", "log-softmax"]),
+    (ce_log_of_softmax, ["log(0)", "log-softmax"]),
+    (ce_all_classes, ["every class", "true class"]),
+    (ce_wrong_dim, ["wrong dim", "dim=-1"]),
+    (lambda x, y: "0.5", ["expected a number"]),
+])
+def test_cross_entropy_rejects(answer, words) -> None:
+    result = mlp.check_cross_entropy(answer, quiet=True)
+    assert result.status == "failed"
+    for word in words:
+        assert word in result.message, result.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 3: accuracy
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("answer, words", [
+    (lambda x, y: (x.argmax(dim=0) == y).float().mean().item(), ["dim 0", "dim=1"]),
+    (lambda x, y: (x.argmax(dim=1) == y).sum().item(), ["number of correct", "divide"]),
+    (lambda x, y: (x.argmax(dim=1) == y).sum(), ["number of correct", "divide"]),
+    (lambda x, y: x.argmax(dim=1) == y, ["True/False", ".float().mean()"]),
+    (lambda x, y: (x.argmax(dim=1) == y).mean(), ["True/False", ".float()"]),
+    (lambda x, y: 100 * (x.argmax(dim=1) == y).float().mean().item(), ["percentage"]),
+    (lambda x, y: (x.argmax(dim=1) != y).float().mean().item(), ["error rate"]),
+    (lambda x, y: (x.argmin(dim=1) == y).float().mean().item(), ["argmin", "argmax"]),
+    (lambda x, y: (x.softmax(dim=1) == y).float().mean(dim=1), ["one number"]),
+])
+def test_accuracy_rejects(answer, words) -> None:
+    result = mlp.check_accuracy(answer, quiet=True)
+    assert result.status == "failed"
+    for word in words:
+        assert word in result.message, result.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 4: make_mlp
+# ---------------------------------------------------------------------------------------------
+
+def mlp_without_relu(hidden):
+    widths = [784, *hidden, 10]
+    return nn.Sequential(nn.Flatten(), *[nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])])
+
+
+def mlp_without_flatten(hidden):
+    return nn.Sequential(*list(mlp.make_mlp(hidden).children())[1:])
+
+
+def mlp_relu_at_the_end(hidden):
+    return nn.Sequential(mlp.make_mlp(hidden), nn.ReLU())
+
+
+def mlp_softmax_at_the_end(hidden):
+    return nn.Sequential(mlp.make_mlp(hidden), nn.Softmax(dim=-1))
+
+
+def mlp_no_output_layer(hidden):
+    return nn.Sequential(*list(mlp.make_mlp(hidden).children())[:-1]) if hidden else mlp.make_mlp(hidden)
+
+
+def mlp_wrong_widths(hidden):
+    return mlp.make_mlp([h * 2 for h in hidden])
+
+
+def mlp_one_relu_only(hidden):
+    layers = list(mlp.make_mlp(hidden).children())
+    relus = [i for i, layer in enumerate(layers) if isinstance(layer, nn.ReLU)]
+    return nn.Sequential(*[layer for i, layer in enumerate(layers) if i not in relus[1:]])
+
+
+def mlp_no_bias(hidden):
+    widths = [784, *hidden, 10]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b, bias=False), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+@pytest.mark.parametrize("answer, words", [
+    (mlp_without_relu, ["linear", "nn.ReLU()"]),
+    (mlp_without_flatten, ["nn.Flatten()"]),
+    (mlp_relu_at_the_end, ["ReLU after the last Linear"]),
+    (mlp_softmax_at_the_end, ["probabilities", "logits"]),
+    (mlp_no_output_layer, ["Linear layers", "found 1"]),
+    (mlp_wrong_widths, ["784 -> 64 -> 10", "(784, 128)"]),
+    (mlp_one_relu_only, ["1 non-linearities for 2 hidden layers"]),
+    (mlp_no_bias, ["bias"]),
+    (lambda hidden: [nn.Linear(784, 10)], ["nn.Module"]),
+])
+def test_make_mlp_rejects(answer, words) -> None:
+    result = mlp.check_make_mlp(answer, quiet=True)
+    assert result.status == "failed"
+    for word in words:
+        assert word in result.message, result.message
