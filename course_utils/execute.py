@@ -12,7 +12,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-LOCAL_PATH = re.compile(r"(/home/|/Users/|/root/|/tmp/|/work/|[A-Z]:\\\\Users)")
+# Folders whose paths belong to one machine (home folders, scratch space, a CI workspace).
+LOCAL_ROOTS = ("home", "Users", "root", "tmp", "work", "private/var")
+LOCAL_PATH = re.compile("|".join(f"/{root}/" for root in LOCAL_ROOTS) + r"|[A-Za-z]:\\\\?Users")
 
 
 def problems(notebook: nbformat.NotebookNode) -> list[str]:

@@ -15,12 +15,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_utils.execute import LOCAL_PATH
 from course_utils.runsize import PLANS
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 FOUNDATION = ["00_setup_and_tour", "01_mnist_mlp", "02_mnist_cnn"]
-LOCAL_PATH = re.compile(r"/home/|/Users/|/root/|/tmp/|/work/|/private/var/|[A-Za-z]:\\\\?Users")
 WARNING = re.compile(r"\b[A-Z][A-Za-z]*Warning\b")
 BOOTSTRAP = '''\
 # Make `course_utils` importable. `make setup` installs it; on Colab this fetches the course once
