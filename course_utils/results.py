@@ -31,15 +31,17 @@ def results_dir(run_size: str) -> Path:
 
 
 def _number(value: float) -> str:
-    """A metric for printing: whole numbers as such, fractions to four decimals."""
-    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+    """A metric for printing: whole numbers as such, others to four decimals (tiny ones in e-notation)."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
 def record_results(plan: Plan, metrics: dict[str, float]) -> None:
     """Save ``metrics`` with the plan's notebook, run size, device and elapsed seconds, and print them.
 
     The file is ``results_dir(plan.size) / f"{plan.notebook}.json"``. Whole numbers (counts) stay
-    integers; other values are rounded to 6 decimals.
+    integers; other values keep 6 significant digits (a 4.8e-07 error stays 4.8e-07).
 
     Raises:
         ValueError: a metric is not a finite number.
@@ -48,7 +50,7 @@ def record_results(plan: Plan, metrics: dict[str, float]) -> None:
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"metric {name!r} must be a finite number, got {value!r}")
-        clean[name] = value if isinstance(value, int) else round(float(value), 6)
+        clean[name] = value if isinstance(value, int) else float(f"{value:.6g}")
     record = {"notebook": plan.notebook, "run_size": plan.size, "device": plan.device.type,
               "seconds": round(plan.elapsed(), 1), "metrics": clean}
     folder = results_dir(plan.size)

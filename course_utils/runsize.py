@@ -53,6 +53,16 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 20, "fashion_batch_size": 256,
         },
     },
+    "05_attention_math": {
+        "smoke": {"dims": [4, 16, 64, 256], "trials": 200, "n_keys": 16, "gradcheck_len": 3,
+                  "bench_lengths": [64, 128, 256], "bench_heads": 4, "bench_head_dim": 64, "bench_repeats": 2},
+        "cpu": {"dims": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], "trials": 2000, "n_keys": 16, "gradcheck_len": 5,
+                "bench_lengths": [128, 256, 512, 1024, 2048, 4096], "bench_heads": 4, "bench_head_dim": 64,
+                "bench_repeats": 7},
+        "gpu": {"dims": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], "trials": 2000, "n_keys": 16, "gradcheck_len": 5,
+                "bench_lengths": [256, 512, 1024, 2048, 4096, 8192], "bench_heads": 8, "bench_head_dim": 64,
+                "bench_repeats": 10},
+    },
 }
 
 

@@ -36,6 +36,13 @@ def test_record_writes_the_schema(tmp_path, monkeypatch, capsys):
     assert "01_mnist_mlp" in out and "mnist_test_acc" in out and str(tmp_path) not in out  # no local path
 
 
+def test_tiny_metrics_keep_their_digits(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
+    record_results(run_plan("01_mnist_mlp", size="smoke"), {"max_abs_diff": 4.8123456e-07})
+    assert json.loads((tmp_path / "01_mnist_mlp.json").read_text())["metrics"] == {"max_abs_diff": 4.81235e-07}
+    assert "max_abs_diff=4.81e-07" in capsys.readouterr().out
+
+
 def test_smoke_and_gpu_never_write_the_committed_results(fake_repo):
     for size in ("smoke", "gpu"):
         record_results(run_plan("00_setup_and_tour", size=size), {"n": 1})

@@ -1,0 +1,166 @@
+"""Scaled dot-product attention and multi-head attention, written out so that they can be read.
+
+The results match :func:`torch.nn.functional.scaled_dot_product_attention` and
+:class:`torch.nn.MultiheadAttention` (``batch_first=True``); ``tests/test_attention.py`` checks it.
+
+Masks follow torch's ``scaled_dot_product_attention``: a bool mask where True means "may attend",
+or a float mask added to the scores. A query row whose keys are all masked gets all-zero weights
+and a zero output (torch returns NaN there).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _check_mask(mask: Tensor, scores_shape: torch.Size) -> None:
+    """Raise ValueError unless ``mask`` broadcasts to ``scores_shape`` ``(..., Tq, Tk)``."""
+    try:
+        shape = torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        shape = None
+    if shape != scores_shape:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
+                         f"{tuple(scores_shape)} (..., Tq, Tk)")
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
+                                 mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """softmax(q k^T / sqrt(d) + mask) v.
+
+    ``q (..., Tq, d)``, ``k (..., Tk, d)``, ``v (..., Tk, dv)``; the leading dims broadcast.
+    ``mask``: bool (True = may attend) or float (added to the scores), broadcastable to
+    ``(..., Tq, Tk)``. Returns ``(output (..., Tq, dv), weights (..., Tq, Tk))``.
+
+    The row max is subtracted before ``exp``, so large logits do not overflow. A query row whose keys
+    are all masked gets weights of zero and an output of zero instead of NaN.
+    """
+    if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
+        raise TypeError(f"q, k, v must be floating-point tensors, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if min(q.dim(), k.dim(), v.dim()) < 2:
+        raise ValueError(f"q, k, v need at least 2 dims (T, d); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"last dim of q {tuple(q.shape)} and k {tuple(k.shape)} must be equal (d)")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must have the same number of keys (Tk)")
+    try:
+        lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"leading dims of q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} "
+                         "do not broadcast") from None
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])            # (..., Tq, Tk)
+    scores = scores.expand(*lead, *scores.shape[-2:])
+    if mask is not None:
+        _check_mask(mask, scores.shape)
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    row_max = scores.amax(dim=-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    exp = torch.exp(scores - row_max)                                     # 0 where masked
+    total = exp.sum(dim=-1, keepdim=True)
+    weights = exp / torch.where(total > 0, total, torch.ones_like(total))  # fully masked row -> 0
+    return weights @ v, weights
+
+
+def causal_mask(t_q: int, t_k: int | None = None, device: torch.device | str | None = None) -> Tensor:
+    """Bool ``(Tq, Tk)`` mask, True on and below the diagonal: query i may attend to keys 0..i.
+
+    Aligned at the top left like torch's ``is_causal=True``.
+    """
+    t_k = t_q if t_k is None else t_k
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril()
+
+
+def _combine(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """Combine two masks: bool & bool stays bool; otherwise both become additive floats and add."""
+    if a is None or b is None:
+        return a if b is None else b
+    if a.dtype == torch.bool and b.dtype == torch.bool:
+        return a & b
+    as_float = [torch.zeros_like(m, dtype=torch.float32).masked_fill(~m, float("-inf"))
+                if m.dtype == torch.bool else m for m in (a, b)]
+    return as_float[0] + as_float[1]
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with separate q/k/v projections and an output projection.
+
+    ``forward(query (B, Tq, D), key (B, Tk, D), value (B, Tk, D))`` -> ``(out (B, Tq, D),
+    weights (B, H, Tq, Tk))``. Each of the H heads attends in its own ``D/H``-dim subspace.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """``(B, T, D) -> (B, H, T, D/H)``."""
+        b, t, _ = x.shape
+        return x.reshape(b, t, self.num_heads, -1).transpose(1, 2)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        """``(B, H, T, D/H) -> (B, T, D)``: the inverse of :meth:`split_heads`."""
+        b, _, t, _ = x.shape
+        return x.transpose(1, 2).reshape(b, t, self.embed_dim)
+
+    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
+                mask: Tensor | None = None, causal: bool = False,
+                key_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Self-attention when ``key`` is omitted (it defaults to ``query``; ``value`` defaults to ``key``).
+
+        ``mask``: bool (True = may attend) or float (added), broadcastable to ``(B, H, Tq, Tk)``, e.g.
+        ``(Tq, Tk)`` or ``(B, 1, Tq, Tk)``. ``causal=True`` adds :func:`causal_mask`.
+        ``key_padding_mask``: bool ``(B, Tk)``, True = a real key (note: torch's is the opposite).
+        Returns ``(out (B, Tq, D), weights (B, H, Tq, Tk))``.
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        if causal:
+            mask = _combine(mask, causal_mask(query.shape[1], key.shape[1], device=query.device))
+        if key_padding_mask is not None:
+            mask = _combine(mask, key_padding_mask[:, None, None, :])
+        q = self.split_heads(self.q_proj(query))
+        k = self.split_heads(self.k_proj(key))
+        v = self.split_heads(self.v_proj(value))
+        out, weights = scaled_dot_product_attention(q, k, v, mask)
+        return self.out_proj(self.merge_heads(out)), weights
+
+    @classmethod
+    def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
+        """A copy of torch's module (same embed dim for q, k, v), giving identical outputs."""
+        if mha.in_proj_weight is None:
+            raise ValueError("from_torch needs an nn.MultiheadAttention with kdim == vdim == embed_dim")
+        new = cls(mha.embed_dim, mha.num_heads, bias=mha.in_proj_bias is not None)
+        with torch.no_grad():
+            for proj, w in zip((new.q_proj, new.k_proj, new.v_proj), mha.in_proj_weight.chunk(3)):
+                proj.weight.copy_(w)
+            if mha.in_proj_bias is not None:
+                for proj, b in zip((new.q_proj, new.k_proj, new.v_proj), mha.in_proj_bias.chunk(3)):
+                    proj.bias.copy_(b)
+                new.out_proj.bias.copy_(mha.out_proj.bias)
+            new.out_proj.weight.copy_(mha.out_proj.weight)
+        return new.to(mha.in_proj_weight.device)
+
+    def to_torch(self) -> nn.MultiheadAttention:
+        """An ``nn.MultiheadAttention(batch_first=True)`` with these weights packed into ``in_proj_weight``."""
+        bias = self.q_proj.bias is not None
+        mha = nn.MultiheadAttention(self.embed_dim, self.num_heads, bias=bias, batch_first=True)
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        with torch.no_grad():
+            mha.in_proj_weight.copy_(torch.cat([p.weight for p in projections]))
+            mha.out_proj.weight.copy_(self.out_proj.weight)
+            if bias:
+                mha.in_proj_bias.copy_(torch.cat([p.bias for p in projections]))
+                mha.out_proj.bias.copy_(self.out_proj.bias)
+        return mha.to(self.q_proj.weight.device)
