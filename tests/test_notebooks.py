@@ -48,7 +48,7 @@ def _code_cells(notebook: nbformat.NotebookNode) -> list:
 
 
 def _outputs_text(cell) -> str:
-    """A cell's outputs as text, without image data (base64 could spell "/tmp/" by chance)."""
+    """A cell's outputs as text, without image data (base64 text can spell a path by chance)."""
     outputs = [{**output, "data": {mime: value for mime, value in output.get("data", {}).items()
                                    if not mime.startswith("image/")}}
                for output in cell.get("outputs", [])]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -89,8 +89,14 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def call(answer: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call the learner's function; turn its exceptions into hints (or :class:`NotAttempted`)."""
+def call(answer: Callable[..., Any], *args: Any, known_errors: Mapping[str, str] | None = None,
+         **kwargs: Any) -> Any:
+    """Call the learner's function; turn its exceptions into hints (or :class:`NotAttempted`).
+
+    Args:
+        known_errors: ``{piece of an error message: what it means}`` for the errors an exercise's
+            learners often hit; a matching error becomes that plain hint.
+    """
     if not callable(answer):
         raise Hint(f"expected a function, got {describe(answer)}")
     try:
@@ -98,6 +104,9 @@ def call(answer: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except NotImplementedError as error:
         raise NotAttempted from error
     except Exception as error:  # the learner's code failed: say where, not a traceback
+        for fragment, meaning in (known_errors or {}).items():
+            if fragment in str(error):
+                raise Hint(meaning) from None
         inputs = ", ".join(describe(a) for a in args)
         raise Hint(f"calling it with ({inputs}) raised {type(error).__name__}: {error}") from None
 
