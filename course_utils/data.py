@@ -116,6 +116,16 @@ class ImageSet:
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit].to(self.device)
         return ImageSet(self.images[order], self.labels[order], self.classes, self.source)
 
+    def split(self, fraction: float, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
+        """Split at random into ``(the rest, a held-out fraction)``, e.g. a validation set of 10%."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)).to(self.device)
+        n_held = max(1, round(fraction * len(self)))
+        held, rest = order[:n_held], order[n_held:]
+        return (ImageSet(self.images[rest], self.labels[rest], self.classes, self.source),
+                ImageSet(self.images[held], self.labels[held], self.classes, self.source))
+
     def batches(self, batch_size: int, shuffle: bool = False, seed: int | None = None,
                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images (B, 1, H, W), labels (B,))`` slices; no per-sample Python work.

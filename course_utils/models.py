@@ -8,6 +8,11 @@ from __future__ import annotations
 from torch import nn
 
 
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable numbers in ``model`` (frozen parameters are not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 class MLP(nn.Sequential):
     """Flatten -> [Linear -> ReLU -> Dropout] per hidden layer -> Linear.
 

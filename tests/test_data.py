@@ -440,3 +440,16 @@ def test_to_keeps_everything():
     dataset = _imageset(5)
     moved = dataset.to("cpu")
     assert moved.device == torch.device("cpu") and moved.classes == dataset.classes and moved.source == dataset.source
+
+
+def test_split_is_a_seeded_partition():
+    images = torch.arange(20, dtype=torch.float32).reshape(20, 1, 1, 1)
+    labels = torch.arange(20)
+    rest, held = ImageSet(images, labels, ["c"] * 20).split(0.25, seed=3)
+    assert (len(rest), len(held)) == (15, 5)
+    assert sorted(torch.cat([rest.labels, held.labels]).tolist()) == list(range(20))  # nothing lost or repeated
+    assert torch.equal(rest.images.flatten(), rest.labels.float())  # images stay with their labels
+    again = ImageSet(images, labels, ["c"] * 20).split(0.25, seed=3)[1]
+    assert torch.equal(held.labels, again.labels)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        ImageSet(images, labels, ["c"] * 20).split(1.5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.models import CNN, MLP, conv_block
+from course_utils.models import CNN, MLP, conv_block, count_parameters
 from course_utils.runsize import set_seed
 
 
@@ -66,3 +66,10 @@ def test_models_are_deterministic_in_eval_mode(model):
         assert torch.equal(model(x), model(x)), "eval mode must be deterministic"
         model.train()
         assert not torch.equal(model(x), model(x)), "training mode uses dropout"
+
+
+def test_count_parameters_counts_trainable_numbers_only():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))  # (3*4 + 4) + (4*2 + 2) = 26
+    assert count_parameters(model) == 26
+    model[0].requires_grad_(False)
+    assert count_parameters(model) == 10

@@ -145,6 +145,24 @@ SOFTMAX_MISTAKES: list[Mistake] = [
 ]
 
 
+def expect_softmax(answer: Callable[[torch.Tensor], torch.Tensor],
+                   cases: Sequence[tuple[str, torch.Tensor]]) -> None:
+    """Compare ``answer(x)`` with the stable softmax over the last dim for each ``(what, x)`` case.
+
+    Raises :class:`Hint` naming the typical mistake it matches, else where the results differ.
+    """
+    for what, logits in cases:
+        got = _call(answer, logits.clone())
+        expect_tensor(got, tuple(logits.shape), what)
+        want = stable_softmax(logits)
+        if not _matches(got, want, atol=1e-5):
+            _diagnose(got, (logits,), SOFTMAX_MISTAKES, what)
+            if not torch.isfinite(got).all():
+                raise Hint(f"{what}: your result has inf or NaN: exp() overflows; subtract each row's max "
+                           "before exp")
+            expect_close(got, want, what)
+
+
 @exercise("stable_softmax")
 def check_stable_softmax(answer: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Check ``answer(logits)`` -> softmax over the last dim, stable for logits like 1000."""
@@ -157,15 +175,7 @@ def check_stable_softmax(answer: Callable[[torch.Tensor], torch.Tensor]) -> None
         ("softmax of [[1000, 1001, 1002], [-1000, -999, -998]]",
          torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -999.0, -998.0]])),
     ]
-    for what, logits in cases:
-        got = _call(answer, logits.clone())
-        expect_tensor(got, tuple(logits.shape), what)
-        want = stable_softmax(logits)
-        if not _matches(got, want, atol=1e-5):
-            _diagnose(got, (logits,), SOFTMAX_MISTAKES, what)
-            if not torch.isfinite(got).all():
-                raise Hint(f"{what}: your result has inf or NaN; subtract each row's max before exp")
-            expect_close(got, want, what)
+    expect_softmax(answer, cases)
 
 
 # ---------------------------------------------------------------------------------------------
