@@ -247,33 +247,41 @@ def _load_pair(folder: Path, prefix: str, source: str, classes: list[str]) -> Im
 # Sources
 # ---------------------------------------------------------------------------------------------
 
-_ONLINE: bool | None = None  # the probe's answer, kept for the rest of the session
+_ONLINE: dict[tuple[str, int], bool] | None = None  # each host's probe answer this session (None: none yet)
 
 
-def is_online(timeout: float = 2.0) -> bool:
-    """True when a dataset mirror answers within ``timeout`` seconds and ``COURSE_OFFLINE`` is unset.
+def is_online(timeout: float = 2.0, host: tuple[str, int] = PROBE_HOST) -> bool:
+    """True when ``host`` answers within ``timeout`` seconds and ``COURSE_OFFLINE`` is unset.
 
-    The network is probed once per session (restart the kernel to probe again), and the name
-    lookup counts against ``timeout`` too: a network that drops packets costs one wait, not one per load.
+    ``host`` is a ``(name, port)`` pair; the default is a dataset mirror. Each host is probed once
+    per session (restart the kernel to probe again), and the name lookup counts against ``timeout``
+    too: a network that drops packets costs one wait, not one per load.
     """
     global _ONLINE
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         return False
     if _ONLINE is None:
-        answers: list[bool] = []
+        _ONLINE = {}
+    if host not in _ONLINE:
+        _ONLINE[host] = _probe(host, timeout)
+    return _ONLINE[host]
 
-        def probe() -> None:
-            try:
-                socket.create_connection(PROBE_HOST, timeout=timeout).close()
-                answers.append(True)
-            except OSError:
-                pass
 
-        thread = threading.Thread(target=probe, daemon=True)  # a hung DNS lookup cannot hold us up
-        thread.start()
-        thread.join(timeout)
-        _ONLINE = bool(answers)
-    return _ONLINE
+def _probe(host: tuple[str, int], timeout: float) -> bool:
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds, lookup included."""
+    answers: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(host, timeout=timeout).close()
+            answers.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)  # a hung DNS lookup cannot hold us up
+    thread.start()
+    thread.join(timeout)
+    return bool(answers)
 
 
 def _show(path: Path) -> str:

@@ -1,10 +1,12 @@
-"""Models that several notebooks reuse: the MLP of notebook 01 and the CNN of notebook 02.
+"""Models that several notebooks reuse: the MLP of notebook 01, the CNN of notebook 02, and the
+``PatchEncoder`` that gives the multimodal notebooks (04, 06) image tokens.
 
 Each notebook builds its model in front of the learner first; these are the same models, kept
 here so that later notebooks (the ViT of 03, say) can compare against them in one line.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -60,3 +62,29 @@ class CNN(nn.Sequential):
             nn.Dropout(dropout),
             nn.Linear(c3 * 3 * 3, num_classes),
         )
+
+
+class PatchEncoder(nn.Module):
+    """A small CNN that turns an image into a 4x4 grid of feature tokens, for the multimodal notebooks.
+
+    Two conv blocks (28 -> 14 -> 7 pixels), then a stride-2 3x3 convolution (7 -> 4):
+    ``(B, 1, 28, 28)`` -> ``(B, 16, width)``, one token per cell of the grid, in reading order.
+    ``tokens.mean(1)`` gives one vector per image.
+    """
+
+    def __init__(self, width: int = 64, channels: tuple[int, int] = (16, 32), in_channels: int = 1) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.width = width
+        self.features = nn.Sequential(
+            conv_block(in_channels, c1),                                        # (B, c1, 14, 14)
+            conv_block(c1, c2),                                                 # (B, c2, 7, 7)
+            nn.Conv2d(c2, width, kernel_size=3, stride=2, padding=1, bias=False),  # (B, width, 4, 4)
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4:
+            raise ValueError(f"expected images shaped (B, C, H, W), got {tuple(images.shape)}")
+        return self.features(images).flatten(2).transpose(1, 2)

@@ -53,6 +53,28 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
             "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 20, "fashion_batch_size": 256,
         },
     },
+    "03_vision_transformer": {
+        "smoke": {"train_limit": 1000, "test_limit": 500, "epochs": 1, "batch_size": 128, "cnn_epochs": 1,
+                  "fashion_train_limit": 1000, "fashion_test_limit": 500, "fashion_epochs": 1, "cnn_fashion_epochs": 1,
+                  "fashion_batch_size": 256},
+        "cpu": {"train_limit": None, "test_limit": None, "epochs": 30, "batch_size": 128, "cnn_epochs": 5,
+                "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 10, "cnn_fashion_epochs": 3,
+                "fashion_batch_size": 256},
+        "gpu": {"train_limit": None, "test_limit": None, "epochs": 30, "batch_size": 256, "cnn_epochs": 15,
+                "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 40, "cnn_fashion_epochs": 20,
+                "fashion_batch_size": 256},
+    },
+    "04_bert_image_text": {
+        "smoke": {"train_limit": 400, "test_limit": 200, "clf_epochs": 1, "caption_epochs": 1, "text_head_steps": 50,
+                  "bert_train_limit": 64, "bert_epochs": 1, "variant_train_limit": 64, "variant_test_limit": 100,
+                  "variant_epochs": 1},
+        "cpu": {"train_limit": None, "test_limit": None, "clf_epochs": 4, "caption_epochs": 10, "text_head_steps": 300,
+                "bert_train_limit": None, "bert_epochs": 1, "variant_train_limit": 3000, "variant_test_limit": 1000,
+                "variant_epochs": 2},
+        "gpu": {"train_limit": None, "test_limit": None, "clf_epochs": 8, "caption_epochs": 8, "text_head_steps": 300,
+                "bert_train_limit": None, "bert_epochs": 3, "variant_train_limit": None, "variant_test_limit": None,
+                "variant_epochs": 3},
+    },
     "05_attention_math": {
         "smoke": {"dims": [4, 16, 64, 256], "trials": 200, "n_keys": 16, "gradcheck_len": 3,
                   "bench_lengths": [64, 128, 256], "bench_heads": 4, "bench_head_dim": 64, "bench_repeats": 2},
@@ -62,6 +84,14 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"dims": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], "trials": 2000, "n_keys": 16, "gradcheck_len": 5,
                 "bench_lengths": [256, 512, 1024, 2048, 4096, 8192], "bench_heads": 8, "bench_head_dim": 64,
                 "bench_repeats": 10},
+    },
+    "06_multimodal_fusion": {
+        "smoke": {"train_limit": 500, "test_limit": 250, "tagger_epochs": 1, "question_sets": 1, "fusion_epochs": 1,
+                  "clip_epochs": 1, "real_clip_images": 50},
+        "cpu": {"train_limit": None, "test_limit": None, "tagger_epochs": 5, "question_sets": 3, "fusion_epochs": 6,
+                "clip_epochs": 5, "real_clip_images": 300},
+        "gpu": {"train_limit": None, "test_limit": None, "tagger_epochs": 10, "question_sets": 4, "fusion_epochs": 10,
+                "clip_epochs": 10, "real_clip_images": 1000},
     },
 }
 

@@ -1,4 +1,5 @@
-"""Training and evaluation loops for classifiers: :func:`fit`, :func:`evaluate`, :func:`predict`.
+"""Training and evaluation loops: :func:`fit`, :func:`evaluate`, :func:`predict` for image classifiers,
+and :func:`fit_tensors` for models whose batches are several tensors (captioners, fusion models).
 
 The loop is the one notebook 01 writes out by hand, plus the practical parts: a progress bar,
 a history of loss and accuracy per epoch, a one-cycle learning-rate schedule, early stopping,
@@ -11,7 +12,7 @@ import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ class History:
     """Per-epoch records of a :func:`fit` run: ``history.rows[i]['val_acc']`` and friends."""
 
     rows: list[dict[str, float]] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
 
@@ -141,6 +143,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epoch
                 scaler.update()
                 if scheduler is not None:
                     scheduler.step()
+                history.step_losses.append(loss.item())
                 total_loss += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum())
             row = {"epoch": epoch + 1, "train_loss": total_loss / len(train), "train_acc": correct / len(train),
@@ -163,4 +166,61 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epoch
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    return history
+
+
+def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Callable[..., Any], *, epochs: int,
+                lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 128,
+                optimizer: torch.optim.Optimizer | None = None, seed: int = 0,
+                evaluate: Callable[[nn.Module], dict[str, float]] | None = None, progress: bool = True) -> History:
+    """Train ``model`` on shuffled batches of several aligned tensors, with a one-cycle schedule.
+
+    The same loop as :func:`fit` for models that do not map one image batch to logits.
+
+    Args:
+        tensors: e.g. ``(images (N, 1, 28, 28), token_ids (N, L))``; each batch takes the same rows of
+            each, moved to the model's device.
+        loss_fn: ``loss_fn(model, *batch)`` -> a scalar loss, or ``(loss, number right)`` to record accuracy.
+        epochs, lr, weight_decay, batch_size: as in :func:`fit`.
+        optimizer: use this one (e.g. AdamW with parameter groups at different rates) instead of
+            ``AdamW(model.parameters(), lr, weight_decay)``; the schedule peaks at each group's ``lr``.
+        evaluate: called after each epoch in eval mode, e.g. ``lambda m: {"val_acc": ...}``.
+        progress: print one line per epoch.
+    Returns:
+        the :class:`History`: ``train_loss`` (and ``train_acc``), ``seconds`` per epoch, ``step_losses``.
+    """
+    n = len(tensors[0])
+    if any(len(t) != n for t in tensors):
+        raise ValueError(f"tensors: expected the same number of rows in each, got {[len(t) for t in tensors]}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    device = _device_of(model)
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                    total_steps=epochs * -(-n // batch_size))
+    generator, history = torch.Generator().manual_seed(seed), History()
+    with _mode(model, training=True):
+        for epoch in range(epochs):
+            start, total, correct = time.perf_counter(), 0.0, None
+            for rows in torch.randperm(n, generator=generator).split(batch_size):
+                out = loss_fn(model, *(t[rows.to(t.device)].to(device) for t in tensors))
+                loss, hits = out if isinstance(out, tuple) else (out, None)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                history.step_losses.append(loss.item())
+                total += loss.item() * len(rows)
+                if hits is not None:
+                    correct = (correct or 0) + int(hits)
+            row = {"epoch": epoch + 1, "train_loss": total / n}
+            if correct is not None:
+                row["train_acc"] = correct / n
+            row["seconds"] = time.perf_counter() - start
+            if evaluate is not None:
+                with _mode(model, training=False), torch.no_grad():
+                    row.update(evaluate(model))
+            history.rows.append(row)
+            if progress:
+                print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     return history

@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from course_utils import models, training
 from course_utils.data import ImageSet
@@ -215,3 +216,60 @@ def test_fit_on_cuda_moves_cpu_batches_to_the_model():
     assert next(model.parameters()).device.type == "cuda"
     assert history["val_acc"][-1] > 0.9
     assert predict(model, _tiny()).device.type == "cuda"
+
+
+# ---------------------------------------------------------------------------------------------
+# fit_tensors: the same loop for batches of several tensors
+# ---------------------------------------------------------------------------------------------
+
+def _separable(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+    return x, (x[:, 0] > 0).long()
+
+
+def _loss_and_hits(model, xb, yb):
+    logits = model(xb)
+    return F.cross_entropy(logits, yb), int((logits.argmax(1) == yb).sum())
+
+
+def test_fit_tensors_learns_and_records_history():
+    torch.manual_seed(0)
+    x, y = _separable()
+    model = nn.Linear(4, 2)
+    history = training.fit_tensors(model, (x, y), _loss_and_hits, epochs=5, lr=0.1, batch_size=32, progress=False,
+                             evaluate=lambda m: {"val_acc": (m(x).argmax(1) == y).float().mean().item()})
+    assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4, 5]
+    assert len(history.step_losses) == 5 * 8
+    assert history["val_acc"][-1] > 0.95 and history["train_loss"][-1] < history["train_loss"][0]
+    assert 0.9 < history["train_acc"][-1] <= 1.0
+
+
+def test_fit_tensors_restores_modes_and_evaluates_in_eval_mode():
+    x, y = _separable(64)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    model.eval()
+    model[1].train()                      # a mixed state must come back as it was
+    seen = []
+    training.fit_tensors(model, (x, y), lambda m, xb, yb: (seen.append(m.training), F.cross_entropy(m(xb), yb))[1],
+                   epochs=1, batch_size=32, progress=False, evaluate=lambda m: {"mode": float(m.training)})
+    assert seen == [True, True]
+    assert not model.training and model[1].training and not model[0].training
+
+
+def test_fit_tensors_uses_the_given_optimizer_groups():
+    x, y = _separable(64)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    frozen_before = model[0].weight.detach().clone()
+    optimizer = torch.optim.AdamW([{"params": model[0].parameters(), "lr": 0.0},
+                                   {"params": model[1].parameters(), "lr": 1e-2}])
+    training.fit_tensors(model, (x, y), lambda m, xb, yb: F.cross_entropy(m(xb), yb), epochs=2, batch_size=16,
+                   optimizer=optimizer, progress=False)
+    assert torch.equal(model[0].weight, frozen_before)     # lr 0 at every step of the schedule
+
+
+def test_fit_tensors_rejects_bad_input():
+    x, y = _separable(64)
+    with pytest.raises(ValueError, match="same number of rows"):
+        training.fit_tensors(nn.Linear(4, 2), (x, y[:10]), _loss_and_hits, epochs=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        training.fit_tensors(nn.Linear(4, 2), (x, y), _loss_and_hits, epochs=0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -131,3 +131,14 @@ def expect_close(got: torch.Tensor, want: torch.Tensor, what: str, atol: float =
         where = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
         raise Hint(f"{what}: differs from the reference by up to {float(diff.max()):.3g} "
                    f"(at index {where}: yours {float(got[where]):.6g}, expected {float(want[where]):.6g})")
+
+
+def name_mistake(mistakes: Sequence[tuple[Callable[..., Any], str]], cases: Sequence[tuple],
+                 got: list[Any], want: list[Any]) -> None:
+    """Raise the hint of the typical mistake that gives exactly ``got`` on every case.
+
+    ``mistakes`` holds ``(wrong_solution, hint)`` pairs; each wrong solution takes a case's arguments.
+    """
+    for mistake, hint in mistakes:
+        if got != want and all(g == mistake(*case) for case, g in zip(cases, got)):
+            raise Hint(hint)

@@ -10,12 +10,12 @@ the answer matches a known mistake (a flipped kernel, a forgotten ``+ 1``...) sa
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
 
-from . import Hint, call, describe, exercise, expect_close, expect_tensor
+from . import Hint, call, describe, exercise, expect_close, expect_tensor, name_mistake
 
 # ---------------------------------------------------------------------------------------------
 # Reference solutions
@@ -161,19 +161,11 @@ def check_conv_output_size(answer: Callable[[int, int, int, int], int]) -> None:
             if float(g) != int(g):
                 raise Hint(f"conv_output_size{case} returned {g!r}, not a whole number: the formula takes the "
                            "floor of (n + 2p - k) / s; use // for it")
-    _name_mistake(SIZE_MISTAKES, SIZE_CASES, got, want)
+    name_mistake(SIZE_MISTAKES, SIZE_CASES, got, want)
     for case, g, r in zip(SIZE_CASES, got, want):
         if g != r:
             n, k, p, s = case
             raise Hint(f"conv_output_size(n={n}, k={k}, p={p}, s={s}) should be {r}, got {g!r}")
-
-
-def _name_mistake(mistakes: Sequence[tuple[Callable[..., Any], str]], cases: Sequence[tuple],
-                  got: list[Any], want: list[Any]) -> None:
-    """Raise the hint of the typical mistake that gives exactly ``got`` on every case."""
-    for mistake, hint in mistakes:
-        if got != want and all(g == mistake(*case) for case, g in zip(cases, got)):
-            raise Hint(hint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +196,7 @@ def check_conv_param_count(answer: Callable[[int, int, int, bool], int]) -> None
     for case, g in zip(PARAM_CASES, got):
         if isinstance(g, bool) or not isinstance(g, numbers.Integral):
             raise Hint(f"conv_param_count{case} returned {describe(g)}; return a Python int")
-    _name_mistake(PARAM_MISTAKES, PARAM_CASES, got, want)
+    name_mistake(PARAM_MISTAKES, PARAM_CASES, got, want)
     for case, g, r in zip(PARAM_CASES, got, want):
         if g != r:
             i, o, k, bias = case

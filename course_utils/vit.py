@@ -1,0 +1,212 @@
+"""A small Vision Transformer built from :mod:`course_utils.attention`, and tools to look inside it.
+
+Image ``(B, C, H, W)`` -> patches ``(B, N, C*P*P)`` -> patch embeddings ``(B, N, D)`` -> a learned
+CLS token in front and learned position embeddings added ``(B, N+1, D)`` -> L pre-norm encoder
+blocks -> LayerNorm -> the CLS token's vector ``(B, D)`` -> linear head ``(B, classes)``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .attention import MultiHeadAttention
+
+
+def _check_images(images: object, patch_size: int) -> Tensor:
+    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"expected float images shaped (B, C, H, W), got {shape}")
+    h, w = images.shape[-2:]
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"image size {h}x{w} is not divisible by patch size {patch_size}")
+    return images
+
+
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """Cut images into non-overlapping square patches, row by row.
+
+    ``(B, C, H, W)`` -> ``(B, N, C*P*P)`` with ``N = (H/P) * (W/P)``; each patch is flattened
+    channel-first, the same order as a ``Conv2d`` weight ``(D, C, P, P)``.
+    """
+    images = _check_images(images, patch_size)
+    patches = nn.functional.unfold(images, kernel_size=patch_size, stride=patch_size)  # (B, C*P*P, N)
+    return patches.transpose(1, 2)
+
+
+class PatchEmbedding(nn.Module):
+    """Patchify and project each patch to ``embed_dim`` in one step: a Conv2d with stride = kernel = P.
+
+    ``(B, C, H, W)`` -> ``(B, N, D)``. The same as ``patchify`` followed by a Linear layer whose weight
+    is ``conv.weight.flatten(1)``.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, in_channels: int = 1) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        images = _check_images(images, self.patch_size)
+        return self.proj(images).flatten(2).transpose(1, 2)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(LN(x))``, then ``x + MLP(LN(x))``. ``(B, T, D)`` -> ``(B, T, D)``.
+
+    The block keeps its last attention weights ``(B, H, T, T)`` in ``self.attention`` when
+    ``keep_attention`` is True, for plots.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden = int(embed_dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(embed_dim)
+        self.attn = MultiHeadAttention(embed_dim, num_heads)
+        self.norm2 = nn.LayerNorm(embed_dim)
+        self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, embed_dim), nn.Dropout(dropout))
+        self.keep_attention = False
+        self.attention: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        attended, weights = self.attn(self.norm1(x))
+        self.attention = weights.detach() if self.keep_attention else None
+        x = x + attended
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """ViT classifier: ``(B, C, H, W)`` images -> ``(B, num_classes)`` logits, read from the CLS token."""
+
+    def __init__(self, image_size: int = 28, patch_size: int = 7, in_channels: int = 1, num_classes: int = 10,
+                 embed_dim: int = 64, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 2.0,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image size {image_size} is not divisible by patch size {patch_size}")
+        self.grid = image_size // patch_size
+        self.patch_embed = PatchEmbedding(patch_size, embed_dim, in_channels)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid ** 2 + 1, embed_dim) * 0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(embed_dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def tokens(self, images: Tensor) -> Tensor:
+        """Patch embeddings with the CLS token in front and position embeddings added: ``(B, N+1, D)``."""
+        x = self.patch_embed(images)
+        if x.shape[1] != self.pos_embed.shape[1] - 1:
+            raise ValueError(f"expected {self.grid}x{self.grid} patches, got {x.shape[1]}: wrong image size?")
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1) + self.pos_embed
+
+    def features(self, images: Tensor) -> Tensor:
+        """All output tokens after the final LayerNorm: ``(B, N+1, D)``; token 0 is CLS."""
+        x = self.tokens(images)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images)[:, 0])
+
+    @torch.no_grad()
+    def attention_maps(self, images: Tensor) -> list[Tensor]:
+        """Each block's attention weights for ``images``: a list of L tensors ``(B, H, N+1, N+1)``.
+
+        Runs in eval mode and restores the model's mode afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        for block in self.blocks:
+            block.keep_attention = True
+        try:
+            self.features(images.to(self.pos_embed.device))
+            return [block.attention for block in self.blocks]
+        finally:
+            for block in self.blocks:
+                block.keep_attention, block.attention = False, None
+            self.train(was_training)
+
+
+def attention_rollout(attentions: list[Tensor]) -> Tensor:
+    """Attention rollout (Abnar & Zuidema, 2020): how much each output token draws on each input token.
+
+    Per layer: average the heads, add the identity for the residual path, renormalise rows; then
+    multiply the layers in order. ``L x (B, H, T, T)`` -> ``(B, T, T)``; row 0 is the CLS token's map.
+    """
+    if not attentions:
+        raise ValueError("attention_rollout needs at least one layer's attention")
+    rollout = None
+    for weights in attentions:
+        if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]:
+            raise ValueError(f"expected attention weights shaped (B, H, T, T), got {tuple(weights.shape)}")
+        a = weights.mean(dim=1) + torch.eye(weights.shape[-1], device=weights.device)
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout
+
+
+# Where each block's weights live in transformers' ViT: names of transformers 5 first, then of 4.x.
+_HF_BLOCK_NAMES = (
+    {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.q_proj": "attention.q_proj",
+     "attn.k_proj": "attention.k_proj", "attn.v_proj": "attention.v_proj", "attn.out_proj": "attention.o_proj",
+     "mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2"},
+    {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.q_proj": "attention.attention.query",
+     "attn.k_proj": "attention.attention.key", "attn.v_proj": "attention.attention.value",
+     "attn.out_proj": "attention.output.dense", "mlp.0": "intermediate.dense", "mlp.3": "output.dense"},
+)
+_HF_LAYER_PREFIX = ("vit.layers.{i}.", "vit.encoder.layer.{i}.")
+
+
+def _hf_names(model: VisionTransformer, hf_keys: set[str]) -> dict[str, str]:
+    """Map this model's state-dict names to those of a ``ViTForImageClassification`` with keys ``hf_keys``."""
+    names = {"cls_token": "vit.embeddings.cls_token", "pos_embed": "vit.embeddings.position_embeddings",
+             "patch_embed.proj.weight": "vit.embeddings.patch_embeddings.projection.weight",
+             "patch_embed.proj.bias": "vit.embeddings.patch_embeddings.projection.bias",
+             "norm.weight": "vit.layernorm.weight", "norm.bias": "vit.layernorm.bias",
+             "head.weight": "classifier.weight", "head.bias": "classifier.bias"}
+    for prefix, block_names in zip(_HF_LAYER_PREFIX, _HF_BLOCK_NAMES):
+        if prefix.format(i=0) + "layernorm_before.weight" in hf_keys and \
+                prefix.format(i=0) + block_names["attn.q_proj"] + ".weight" in hf_keys:
+            for i in range(len(model.blocks)):
+                for ours, theirs in block_names.items():
+                    for p in ("weight", "bias"):
+                        names[f"blocks.{i}.{ours}.{p}"] = prefix.format(i=i) + f"{theirs}.{p}"
+            return names
+    raise RuntimeError("this version of transformers names ViT's weights in a way course_utils does not know")
+
+
+def to_transformers(model: VisionTransformer, id2label: dict[int, str]):
+    """The same network as a ``transformers.ViTForImageClassification`` holding this model's weights.
+
+    It takes RGB input ``(B, 3, H, W)``, as image pipelines deliver it: the one-channel patch filter is
+    split equally over three channels, so a grey image given as three equal channels gives the same
+    logits as ``model`` on the one-channel image. Needs ``in_channels == 1``.
+    """
+    from transformers import ViTConfig, ViTForImageClassification
+
+    if model.patch_embed.proj.in_channels != 1:
+        raise ValueError("to_transformers converts one-channel (greyscale) models")
+    block = model.blocks[0]
+    config = ViTConfig(image_size=model.grid * model.patch_embed.patch_size, patch_size=model.patch_embed.patch_size,
+                       num_channels=3, hidden_size=model.pos_embed.shape[-1], num_hidden_layers=len(model.blocks),
+                       num_attention_heads=block.attn.num_heads, intermediate_size=block.mlp[0].out_features,
+                       hidden_act="gelu", layer_norm_eps=block.norm1.eps, qkv_bias=True,
+                       id2label={int(k): v for k, v in id2label.items()},
+                       label2id={v: int(k) for k, v in id2label.items()})
+    hf = ViTForImageClassification(config)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state["patch_embed.proj.weight"] = state["patch_embed.proj.weight"].repeat(1, 3, 1, 1) / 3
+    names = _hf_names(model, set(hf.state_dict()))
+    hf.load_state_dict({names[k]: v for k, v in state.items()})
+    return hf.eval()
+
+
+def image_processor(image_size: int):
+    """A ``ViTImageProcessor`` for our models: resize to ``image_size``, scale pixels to [0, 1], no
+    mean/std shift (the models were trained on [0, 1] pixels). Give it RGB images."""
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": image_size, "width": image_size}, do_rescale=True,
+                             rescale_factor=1 / 255, do_normalize=True, image_mean=[0.0] * 3, image_std=[1.0] * 3)

@@ -1,0 +1,142 @@
+"""course_utils.vit: patches, the model's shapes and parameters, attention maps, rollout, and export."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import course_utils as cu
+from course_utils.exercises.vit import vit_parameter_count
+from course_utils.vit import EncoderBlock, PatchEmbedding, VisionTransformer, attention_rollout, patchify
+
+
+def images(b: int = 4, c: int = 1, size: int = 28, seed: int = 0) -> torch.Tensor:
+    return torch.rand(b, c, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_patchify_cuts_squares_in_reading_order():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    patches = patchify(x, 2)
+    assert patches.shape == (1, 4, 4)
+    assert patches[0, 0].tolist() == [0, 1, 4, 5]        # top-left square
+    assert patches[0, 1].tolist() == [2, 3, 6, 7]        # its right neighbour comes next
+    assert patches[0, 2].tolist() == [8, 9, 12, 13]
+
+
+def test_patchify_flattens_channel_first():
+    x = images(2, 3, 12)
+    patches = patchify(x, 4)
+    assert patches.shape == (2, 9, 48)
+    assert torch.equal(patches[1, 4].reshape(3, 4, 4), x[1, :, 4:8, 4:8])
+
+
+@pytest.mark.parametrize("bad, message", [(torch.rand(28, 28), "(B, C, H, W)"), (torch.zeros(1, 1, 28, 28, dtype=torch.long), "float"),
+                                          (torch.rand(1, 1, 30, 30), "not divisible")])
+def test_patchify_rejects_bad_input(bad, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        patchify(bad, 7)
+
+
+def test_strided_conv_equals_patchify_then_linear():
+    embed = PatchEmbedding(7, 32, in_channels=2)
+    x = images(3, 2)
+    with torch.no_grad():
+        by_unfold = patchify(x, 7) @ embed.proj.weight.flatten(1).T + embed.proj.bias
+        assert torch.allclose(embed(x), by_unfold, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [dict(), dict(patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0),
+                                    dict(patch_size=14, embed_dim=16, depth=1, num_heads=1, num_classes=3)])
+def test_model_shapes_and_parameter_count(config):
+    model = VisionTransformer(**config)
+    logits = model(images(5))
+    assert logits.shape == (5, config.get("num_classes", 10))
+    settings = dict(patch_size=7, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, num_classes=10) | config
+    d = settings["embed_dim"]
+    assert cu.count_parameters(model) == vit_parameter_count(
+        28, settings["patch_size"], 1, d, settings["depth"], settings["num_heads"], int(d * settings["mlp_ratio"]),
+        settings["num_classes"])
+
+
+def test_model_rejects_wrong_image_size():
+    with pytest.raises(ValueError, match="patches"):
+        VisionTransformer()(torch.rand(2, 1, 14, 14))
+    with pytest.raises(ValueError, match="divisible"):
+        VisionTransformer(image_size=30, patch_size=7)
+
+
+def test_without_positions_attention_ignores_patch_order():
+    model = VisionTransformer(depth=2).eval()
+    with torch.no_grad():
+        model.pos_embed.zero_()
+        x = images(2)
+        # swap the top-left and bottom-right 7x7 patches: the same set of patches, in another order
+        swapped = x.clone()
+        swapped[..., :7, :7], swapped[..., 21:, 21:] = x[..., 21:, 21:], x[..., :7, :7]
+        assert torch.allclose(model(x), model(swapped), atol=1e-5)
+        model.pos_embed.normal_()
+        assert not torch.allclose(model(x), model(swapped), atol=1e-3)
+
+
+def test_encoder_block_is_pre_norm_residual():
+    block = EncoderBlock(16, 4).eval()
+    z = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        attended = z + block.attn(block.norm1(z))[0]
+        assert torch.allclose(block(z), attended + block.mlp(block.norm2(attended)), atol=1e-6)
+
+
+def test_attention_maps_shapes_rows_and_mode():
+    model = VisionTransformer(depth=3).train()
+    maps = model.attention_maps(images(2))
+    assert len(maps) == 3 and all(m.shape == (2, 4, 17, 17) for m in maps)
+    assert all(torch.allclose(m.sum(-1), torch.ones(2, 4, 17)) for m in maps)
+    assert model.training                                     # the caller's mode is back
+    assert all(block.attention is None and not block.keep_attention for block in model.blocks)
+
+
+def test_attention_rollout():
+    t = 5
+    identity = [torch.eye(t).expand(2, 3, t, t)] * 4
+    assert torch.allclose(attention_rollout(identity), torch.eye(t).expand(2, t, t))
+    uniform = torch.full((1, 2, t, t), 1 / t)
+    # one layer: half residual, half uniform attention
+    assert torch.allclose(attention_rollout([uniform])[0], (torch.eye(t) + 1 / t) / 2)
+    rollout = attention_rollout(VisionTransformer().attention_maps(images(2)))
+    assert rollout.shape == (2, 17, 17)
+    assert torch.allclose(rollout.sum(-1), torch.ones(2, 17), atol=1e-5)
+    with pytest.raises(ValueError, match="at least one"):
+        attention_rollout([])
+    with pytest.raises(ValueError, match=r"\(B, H, T, T\)"):
+        attention_rollout([torch.rand(2, 5, 5)])
+
+
+def test_vit_learns_a_little():
+    cu.set_seed(0)
+    train = cu.load_mnist("train").take(1024)
+    model = VisionTransformer(embed_dim=32, depth=2, num_heads=2)
+    cu.fit(model, train, epochs=6, lr=3e-3, weight_decay=0.05, batch_size=64, progress=False)
+    assert cu.evaluate(model, cu.load_mnist("test").take(500))["acc"] > 0.5
+
+
+def test_to_transformers_gives_the_same_logits():
+    pytest.importorskip("transformers")
+    model = VisionTransformer(depth=2).eval()
+    hf = cu.vit.to_transformers(model, {i: str(i) for i in range(10)})
+    x = images(3)
+    with torch.no_grad():
+        assert torch.allclose(hf(pixel_values=x.repeat(1, 3, 1, 1)).logits, model(x), atol=1e-5)
+    assert hf.config.id2label[3] == "3"
+    with pytest.raises(ValueError, match="one-channel"):
+        cu.vit.to_transformers(VisionTransformer(in_channels=3), {i: str(i) for i in range(10)})
+
+
+def test_image_processor_scales_rgb_images_to_unit_range():
+    pytest.importorskip("transformers")
+    from PIL import Image
+
+    grey = (images(1)[0, 0] * 255).round().to(torch.uint8)
+    photo = Image.fromarray(grey.numpy(), mode="L").convert("RGB")
+    pixels = cu.vit.image_processor(28)(images=photo, return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 28, 28)
+    assert torch.allclose(pixels[0], grey.float().expand(3, -1, -1) / 255, atol=1e-6)
