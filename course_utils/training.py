@@ -8,6 +8,7 @@ moves each batch there, and hands the model back in the train/eval mode it was g
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from contextlib import contextmanager
@@ -51,6 +52,11 @@ def _mode(model: nn.Module, training: bool) -> Iterator[None]:
     finally:
         for module, was_training in modes:
             module.train(was_training)
+
+
+def evaluating(model: nn.Module) -> contextlib.AbstractContextManager[None]:
+    """``with evaluating(model):`` eval mode inside, every submodule's own mode restored afterwards."""
+    return _mode(model, training=False)
 
 
 def _device_of(model: nn.Module) -> torch.device:

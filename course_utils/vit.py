@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import MultiHeadAttention
+from .training import evaluating
 
 
 def _check_images(images: object, patch_size: int) -> Tensor:
@@ -116,17 +117,15 @@ class VisionTransformer(nn.Module):
 
         Runs in eval mode and restores the model's mode afterwards.
         """
-        was_training = self.training
-        self.eval()
         for block in self.blocks:
             block.keep_attention = True
         try:
-            self.features(images.to(self.pos_embed.device))
+            with evaluating(self):
+                self.features(images.to(self.pos_embed.device))
             return [block.attention for block in self.blocks]
         finally:
             for block in self.blocks:
                 block.keep_attention, block.attention = False, None
-            self.train(was_training)
 
 
 def attention_rollout(attentions: list[Tensor]) -> Tensor:

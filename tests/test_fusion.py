@@ -130,3 +130,9 @@ def test_tagger_loss_and_image_tokens():
     loss, correct = fusion.tagger_loss(tagger, images, targets)
     assert loss.dim() == 0 and loss.item() > 0 and 0 <= correct <= 5
     assert fusion.image_tokens(tagger.encoder, images, batch_size=2).shape == (5, 16, 8)
+
+
+def test_inference_helpers_keep_the_callers_mode():
+    encoder = fusion.PatchEncoder(width=8).train()
+    tokens = fusion.image_tokens(encoder, torch.rand(3, 1, 28, 28))
+    assert tokens.shape == (3, 16, 8) and encoder.training

@@ -273,3 +273,11 @@ def test_fit_tensors_rejects_bad_input():
         training.fit_tensors(nn.Linear(4, 2), (x, y[:10]), _loss_and_hits, epochs=1)
     with pytest.raises(ValueError, match="at least 1"):
         training.fit_tensors(nn.Linear(4, 2), (x, y), _loss_and_hits, epochs=0)
+
+
+def test_evaluating_restores_each_submodule_mode():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    model[0].eval()
+    with training.evaluating(model):
+        assert not model.training and not model[1].training
+    assert model.training and model[1].training and not model[0].training

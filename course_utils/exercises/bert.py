@@ -12,30 +12,18 @@ from typing import Any, Callable
 
 import torch
 
+from ..attention import causal_mask
+from ..captioning import PAD_ID, greedy_step
+from ..text import mean_pool
 from . import Hint, call, describe, exercise, expect_close, expect_tensor
-
-PAD_ID = 0
 
 # ---------------------------------------------------------------------------------------------
 # Reference solutions
 # ---------------------------------------------------------------------------------------------
 
 
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden (B, T, D)`` over the real tokens (``attention_mask (B, T)`` is 1) -> ``(B, D)``."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)       # (B, T, 1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
-
-
-def causal_mask(length: int) -> torch.Tensor:
-    """Bool ``(length, length)``: True where query ``i`` may attend to key ``j``, i.e. ``j <= i``."""
-    return torch.ones(length, length, dtype=torch.bool).tril()
-
-
-def greedy_step(logits: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
-    """Next token ``(B,)`` int64 from the last position's ``logits (B, V)``: the argmax, or ``PAD_ID`` where
-    ``finished (B,)`` (a caption that already wrote ``<eos>``)."""
-    return torch.where(finished, torch.full_like(logits[:, 0], PAD_ID, dtype=torch.long), logits.argmax(-1))
+# mean_pool (course_utils.text), causal_mask (course_utils.attention) and greedy_step
+# (course_utils.captioning) are the library's own functions, imported above.
 
 
 def visual_inputs(text_embeds: torch.Tensor, text_mask: torch.Tensor,
