@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_DEB_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: lab test setup unit execute results data clean help
+.PHONY: lab test setup unit lint execute results data clean help
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,7 +15,8 @@ help:  ## list the commands
 lab: setup  ## set everything up and open the course in JupyterLab
 	$(PY) -m course_utils lab
 
-test: setup  ## set everything up, then run the unit tests and every notebook (smoke size)
+test: setup  ## set everything up, lint, then run the unit tests and every notebook (smoke size)
+	$(PY) -m ruff check course_utils tests conftest.py
 	COURSE_RUN_SIZE=smoke $(PY) -m pytest
 
 setup: $(STAMP)  ## virtual environment, pinned packages, course_utils, offline data
@@ -40,13 +41,16 @@ data:  ## the offline copy of Fashion-MNIST (Debian package) where apt is availa
 	fi
 	$(PY) -m course_utils data
 
-unit: setup  ## only the unit tests (fast)
-	COURSE_RUN_SIZE=smoke $(PY) -m pytest tests
+unit: setup  ## only the unit tests, without the slow ones (under a minute)
+	COURSE_RUN_SIZE=smoke $(PY) -m pytest tests -m "not slow"
+
+lint: setup  ## ruff: errors, style and import order
+	$(PY) -m ruff check course_utils tests conftest.py
 
 execute: setup  ## re-run every notebook top to bottom at the cpu size and save it in place
 	COURSE_RUN_SIZE=cpu $(PY) -m course_utils execute notebooks
 
-results:  ## print every notebook's recorded figures as one table
+results:  ## each notebook's time at every run size and its headline figures, as one table
 	$(PY) -m course_utils results
 
 clean:  ## remove the virtual environment and caches (keeps data and results)

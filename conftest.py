@@ -35,6 +35,13 @@ matplotlib.use("Agg")
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every notebook cell nbval collects ``slow``: ``pytest -m "not slow"`` starts no kernel."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove this session's results folder."""
     if _SESSION_RESULTS is not None:

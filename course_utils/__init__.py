@@ -4,33 +4,47 @@ Each module fits on a screen:
 
 - :mod:`course_utils.runsize`: run sizes (smoke / cpu / gpu), device, seeding, per-notebook plans;
 - :mod:`course_utils.data`: MNIST and Fashion-MNIST loaders with verified checksums;
-- :mod:`course_utils.training`: ``fit``, ``fit_tensors``, ``evaluate``, ``predict``;
+- :mod:`course_utils.images`: ``ImageSet``, the in-memory dataset the loaders return, and its shift augmentations;
+- :mod:`course_utils.training`: the one training loop (``fit_tensors``, ``fit``), ``evaluate``, ``predict``;
 - :mod:`course_utils.attention`: scaled dot-product and multi-head attention, matching torch's;
 - :mod:`course_utils.vit`: a small Vision Transformer, attention rollout, export to ``transformers``;
 - :mod:`course_utils.text`: the pretrained text encoder (online or offline) and sentence embeddings;
 - :mod:`course_utils.imagetext`: captions and yes/no questions made from MNIST / Fashion-MNIST images;
 - :mod:`course_utils.captioning`: an image captioner (CNN encoder + transformer decoder), greedy decoding;
-- :mod:`course_utils.fusion`: image-text fusion models, the contrastive (CLIP) loss, their training loop;
+- :mod:`course_utils.fusion`: image-text fusion models and their losses;
+- :mod:`course_utils.contrastive`: the contrastive (CLIP) loss and model, image embeddings, recall@k;
 - :mod:`course_utils.models`: the MLP and CNN that later notebooks compare against, ``count_parameters``;
 - :mod:`course_utils.plots`: learning curves, confusion matrix, image grids, filters, feature maps;
-- :mod:`course_utils.results`: record each notebook's headline figures;
+- :mod:`course_utils.results`: record each notebook's headline figures, and the tables of ``make results``;
+- :mod:`course_utils.network`: time limits on every network call, and the session's online/offline state;
+- :mod:`course_utils.colab`: what Colab ships, and the notebooks' first cell (``first_cell.py``);
+- :mod:`course_utils.lab`, :mod:`course_utils.execute`, :mod:`course_utils.bench`: the ``python -m course_utils``
+  commands (the lab, re-running notebooks, timing the offline fallbacks);
 - :mod:`course_utils.exercises`: the exercise checkers.
 """
 import warnings
 
-# transformers imports tqdm.auto, which warns in Jupyter when ipywidgets is absent; the course wants
-# tqdm's plain text bar anyway (widgets do not survive in saved notebooks).
+# The training bars come from tqdm.auto: a widget in JupyterLab and Colab (ipywidgets), text elsewhere.
+# Where a Jupyter lacks ipywidgets, tqdm.auto warns and falls back to the text bar: that is fine.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from .data import (FASHION_CLASSES, MNIST_CLASSES, ChecksumError, DataUnavailableError, ImageSet,
-                   load_fashion_mnist, load_mnist, random_shift, shift_images)
 from . import attention, captioning, fusion, imagetext, models, text, vit
+from .data import (
+    FASHION_CLASSES,
+    MNIST_CLASSES,
+    ChecksumError,
+    DataUnavailableError,
+    ImageSet,
+    load_fashion_mnist,
+    load_mnist,
+    random_shift,
+    shift_images,
+)
 from .models import count_parameters
-from .plots import (plot_confusion_matrix, plot_history, plot_mistakes, show_feature_maps, show_filters,
-                    show_images)
+from .plots import plot_confusion_matrix, plot_history, plot_mistakes, show_feature_maps, show_filters, show_images
 from .results import record_results
 from .runsize import RUN_SIZES, Plan, get_device, get_run_size, run_plan, set_seed
-from .training import History, evaluate, evaluating, fit, fit_tensors, predict
+from .training import History, autocast_dtype, evaluate, evaluating, fit, fit_tensors, predict
 
 __version__ = "0.1.0"
 
@@ -38,5 +52,6 @@ __all__ = [
     "FASHION_CLASSES", "MNIST_CLASSES", "ChecksumError", "DataUnavailableError", "ImageSet", "load_fashion_mnist",
     "load_mnist", "random_shift", "shift_images", "plot_confusion_matrix", "plot_history", "plot_mistakes",
     "show_feature_maps", "show_filters", "show_images", "record_results", "RUN_SIZES", "Plan", "get_device",
-    "get_run_size", "run_plan", "set_seed", "History", "evaluate", "fit", "fit_tensors", "evaluating", "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning", "count_parameters",
+    "get_run_size", "run_plan", "set_seed", "History", "autocast_dtype", "evaluate", "fit", "fit_tensors", "evaluating",
+    "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning", "count_parameters",
 ]

@@ -1,9 +1,12 @@
 """The course's command line: ``python -m course_utils COMMAND``.
 
 Commands:
-    lab [--no-browser]     open JupyterLab on notebooks/ (what ``make lab`` runs)
+    lab [--port N] [--no-browser] [--terminals] [JUPYTERLAB OPTIONS]
+                           open JupyterLab on the course, starting in notebooks/ (``make lab``)
     data                   load MNIST and Fashion-MNIST once; print where each came from
-    results [FOLDER]       print every notebook's recorded figures as one table
+    results [--markdown | --all] [FOLDER]
+                           each notebook's time at every run size and headline figures, as one table
+    bench                  time the offline fallbacks against their targets
     execute [PATH ...]     re-run notebooks top to bottom and save them (``make execute``)
 """
 from __future__ import annotations
@@ -15,13 +18,16 @@ def main(argv: list[str]) -> int:
     command, args = (argv[0], argv[1:]) if argv else ("", [])
     if command == "lab":
         from .lab import open_lab
-        return open_lab(headless="--no-browser" in args)
+        return open_lab(args)
     if command == "data":
         from .data import report_sources
-        report_sources()
+        return report_sources()
     elif command == "results":
-        from .results import print_results
-        print_results(args[0] if args else None)
+        from .results import main as results_main
+        return results_main(args)
+    elif command == "bench":
+        from .bench import main as bench_main
+        return bench_main(args)
     elif command == "execute":
         from .execute import execute_all
         execute_all(args)

@@ -4,8 +4,9 @@ The results match :func:`torch.nn.functional.scaled_dot_product_attention` and
 :class:`torch.nn.MultiheadAttention` (``batch_first=True``); ``tests/test_attention.py`` checks it.
 
 Masks follow torch's ``scaled_dot_product_attention``: a bool mask where True means "may attend",
-or a float mask added to the scores. A query row whose keys are all masked gets all-zero weights
-and a zero output (torch returns NaN there).
+or a float mask added to the scores. An integer mask is refused with a ``TypeError`` (is its 1
+"may attend" or "add 1"?). A query row whose keys are all masked gets all-zero weights and a zero
+output (torch returns NaN there).
 """
 from __future__ import annotations
 
@@ -14,31 +15,45 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .models import autocasting, check_floating
 
-def _check_mask(mask: Tensor, scores_shape: torch.Size) -> None:
-    """Raise ValueError unless ``mask`` broadcasts to ``scores_shape`` ``(..., Tq, Tk)``."""
+
+def _check_mask(mask: object, scores_shape: torch.Size) -> Tensor:
+    """Return ``mask`` if it is a bool tensor or a floating (additive) one that broadcasts to ``scores_shape``
+    ``(..., Tq, Tk)``; raise ``TypeError`` for another kind, ``ValueError`` for a shape that does not."""
+    if not isinstance(mask, Tensor) or (mask.dtype != torch.bool and not mask.is_floating_point()):
+        got = mask.dtype if isinstance(mask, Tensor) else f"a {type(mask).__name__}"
+        raise TypeError(f"mask: expected a bool tensor (True = may attend) or an additive float tensor, got "
+                        f"{got}; an integer tensor is ambiguous: pass mask.bool() (True = may attend) "
+                        "or an additive float mask (0 = attend, -inf = blocked)")
     try:
         shape = torch.broadcast_shapes(mask.shape, scores_shape)
     except RuntimeError:
         shape = None
     if shape != scores_shape:
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
-                         f"{tuple(scores_shape)} (..., Tq, Tk)")
+                         f"{tuple(scores_shape)} (..., Tq, Tk) of q and k")
+    return mask
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
                                  mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """softmax(q k^T / sqrt(d) + mask) v.
 
-    ``q (..., Tq, d)``, ``k (..., Tk, d)``, ``v (..., Tk, dv)``; the leading dims broadcast.
-    ``mask``: bool (True = may attend) or float (added to the scores), broadcastable to
-    ``(..., Tq, Tk)``. Returns ``(output (..., Tq, dv), weights (..., Tq, Tk))``.
+    ``q (..., Tq, d)``, ``k (..., Tk, d)``, ``v (..., Tk, dv)``, all of one floating dtype (mixed ones
+    only under autocast); the leading dims broadcast. ``mask``: bool (True = may attend) or float
+    (added to the scores, in their dtype), broadcastable to ``(..., Tq, Tk)``; any other dtype raises
+    ``TypeError``. Returns ``(output (..., Tq, dv), weights (..., Tq, Tk))``.
 
     The row max is subtracted before ``exp``, so large logits do not overflow. A query row whose keys
     are all masked gets weights of zero and an output of zero instead of NaN.
     """
+    if not all(isinstance(t, Tensor) for t in (q, k, v)):
+        raise TypeError(f"q, k, v must be tensors, got {type(q).__name__}, {type(k).__name__}, {type(v).__name__}")
     if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
         raise TypeError(f"q, k, v must be floating-point tensors, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not q.dtype == k.dtype == v.dtype and not autocasting(q.device):
+        raise TypeError(f"q, k, v must have one dtype (outside autocast), got {q.dtype}, {k.dtype}, {v.dtype}")
     if min(q.dim(), k.dim(), v.dim()) < 2:
         raise ValueError(f"q, k, v need at least 2 dims (T, d); got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
@@ -46,6 +61,8 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
         raise ValueError(f"last dim of q {tuple(q.shape)} and k {tuple(k.shape)} must be equal (d)")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must have the same number of keys (Tk)")
+    if k.shape[-2] == 0:
+        raise ValueError(f"k and v: expected at least one key to attend to, got k {tuple(k.shape)}")
     try:
         lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except RuntimeError:
@@ -54,11 +71,11 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])            # (..., Tq, Tk)
     scores = scores.expand(*lead, *scores.shape[-2:])
     if mask is not None:
-        _check_mask(mask, scores.shape)
+        mask = _check_mask(mask, scores.shape)
         if mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, float("-inf"))
         else:
-            scores = scores + mask
+            scores = scores + mask.to(scores.dtype)
     row_max = scores.amax(dim=-1, keepdim=True)
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
     exp = torch.exp(scores - row_max)                                     # 0 where masked
@@ -67,12 +84,20 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
     return weights @ v, weights
 
 
+def _shape(x: object) -> str:
+    """``x``'s shape as a tuple, or its type name when it is no tensor (for error messages)."""
+    return str(tuple(x.shape)) if isinstance(x, Tensor) else f"a {type(x).__name__}"
+
+
 def causal_mask(t_q: int, t_k: int | None = None, device: torch.device | str | None = None) -> Tensor:
     """Bool ``(Tq, Tk)`` mask, True on and below the diagonal: query i may attend to keys 0..i.
 
-    Aligned at the top left like torch's ``is_causal=True``.
+    Aligned at the top left like torch's ``is_causal=True``. ``t_q`` and ``t_k`` are ints >= 0.
     """
     t_k = t_q if t_k is None else t_k
+    for name, value in (("t_q", t_q), ("t_k", t_k)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected a length (an int >= 0), got {value!r}")
     return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril()
 
 
@@ -96,6 +121,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True) -> None:
         super().__init__()
+        if embed_dim < 1 or num_heads < 1:
+            raise ValueError(f"embed_dim and num_heads must be at least 1, got {embed_dim} and {num_heads}")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.embed_dim, self.num_heads = embed_dim, num_heads
@@ -106,13 +133,25 @@ class MultiHeadAttention(nn.Module):
 
     def split_heads(self, x: Tensor) -> Tensor:
         """``(B, T, D) -> (B, H, T, D/H)``."""
+        self._check_tokens(x, "x")
         b, t, _ = x.shape
-        return x.reshape(b, t, self.num_heads, -1).transpose(1, 2)
+        return x.reshape(b, t, self.num_heads, self.embed_dim // self.num_heads).transpose(1, 2)
 
     def merge_heads(self, x: Tensor) -> Tensor:
         """``(B, H, T, D/H) -> (B, T, D)``: the inverse of :meth:`split_heads`."""
+        head_dim = self.embed_dim // self.num_heads
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.num_heads or x.shape[3] != head_dim:
+            raise ValueError(f"x: expected heads shaped (B, {self.num_heads}, T, {head_dim}), "
+                             f"got {_shape(x)}")
         b, _, t, _ = x.shape
         return x.transpose(1, 2).reshape(b, t, self.embed_dim)
+
+    def _check_tokens(self, x: object, name: str) -> None:
+        """Raise ``ValueError`` unless ``x`` is a tensor ``(B, T, D)`` with ``D = embed_dim``."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != self.embed_dim:
+            one = isinstance(x, Tensor) and x.dim() == 2
+            raise ValueError(f"{name}: expected a tensor shaped (B, T, {self.embed_dim}), got {_shape(x)}"
+                             + (f"; for one sequence (T, D) pass {name}[None]" if one else ""))
 
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
                 mask: Tensor | None = None, causal: bool = False,
@@ -122,13 +161,30 @@ class MultiHeadAttention(nn.Module):
         ``mask``: bool (True = may attend) or float (added), broadcastable to ``(B, H, Tq, Tk)``, e.g.
         ``(Tq, Tk)`` or ``(B, 1, Tq, Tk)``. ``causal=True`` adds :func:`causal_mask`.
         ``key_padding_mask``: bool ``(B, Tk)``, True = a real key (note: torch's is the opposite).
+        An integer mask, or a float ``key_padding_mask``, raises ``TypeError`` (pass ``.bool()``).
         Returns ``(out (B, Tq, D), weights (B, H, Tq, Tk))``.
         """
         key = query if key is None else key
         value = key if value is None else value
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            self._check_tokens(x, name)
+            check_floating(x, name, self.q_proj.weight.dtype)
+        if key.shape[0] != query.shape[0] or value.shape[:2] != key.shape[:2] or key.shape[1] == 0:
+            raise ValueError(f"expected query (B, Tq, D), key and value (B, Tk, D) with the same B and Tk >= 1, got "
+                             f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}")
+        if mask is not None:
+            mask = _check_mask(mask, torch.Size((len(query), self.num_heads, query.shape[1], key.shape[1])))
         if causal:
             mask = _combine(mask, causal_mask(query.shape[1], key.shape[1], device=query.device))
         if key_padding_mask is not None:
+            if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
+                got = key_padding_mask.dtype if isinstance(key_padding_mask, Tensor) \
+                    else f"a {type(key_padding_mask).__name__}"
+                raise TypeError(f"key_padding_mask: expected a bool tensor (B, Tk), True = a real key, got {got}; "
+                                "for a 0/1 mask pass key_padding_mask.bool()")
+            if key_padding_mask.shape != key.shape[:2]:
+                raise ValueError(f"key_padding_mask: expected shape (B, Tk) = {tuple(key.shape[:2])}, "
+                                 f"got {tuple(key_padding_mask.shape)}")
             mask = _combine(mask, key_padding_mask[:, None, None, :])
         q = self.split_heads(self.q_proj(query))
         k = self.split_heads(self.k_proj(key))

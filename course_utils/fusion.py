@@ -1,4 +1,4 @@
-"""Multimodal fusion and CLIP-style contrastive alignment, for notebook 06.
+"""Multimodal fusion, for notebook 06: models that answer a yes/no question about an image.
 
 Two encoders, one per modality, and a way to combine them:
 
@@ -12,14 +12,18 @@ Two encoders, one per modality, and a way to combine them:
   :class:`LateFusion` (sum of two unimodal logits), :class:`GatedFusionModel` (a gated multimodal
   unit, :class:`GatedFusion`) and :class:`CrossAttentionFusion` (question tokens attend to the
   16 image patches).
-- :func:`clip_loss` (symmetric InfoNCE) and :class:`ContrastiveModel`: an image encoder and a text
-  projection trained to meet in one embedding space; :func:`recall_at_k` for retrieval.
 - :func:`answer_loss`, :func:`predict_answers`: the loss and predictions of a fusion model; train them
   with :func:`course_utils.training.fit_tensors`.
+
+The inference helpers (:func:`text_features`, :func:`image_tokens`, :func:`predict_answers`) take
+inputs on any device, move each batch to the model's device, run it there in eval mode, and say
+where their result lives.
+
+The CLIP-style contrastive part of notebook 06 (``clip_loss``, ``ContrastiveModel``, ``embed_images``,
+``recall_at_k``) lives in :mod:`course_utils.contrastive` and is importable from here as well.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -28,12 +32,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from .attention import MultiHeadAttention
-from .models import PatchEncoder
+from .contrastive import CLIP_INIT_LOGIT_SCALE as CLIP_INIT_LOGIT_SCALE
+from .contrastive import MAX_LOGIT_SCALE as MAX_LOGIT_SCALE
+from .contrastive import ContrastiveModel as ContrastiveModel
+from .contrastive import clip_loss as clip_loss
+from .contrastive import embed_images as embed_images
+from .contrastive import recall_at_k as recall_at_k
+from .models import PatchEncoder, _check_batches, _sixteen_tokens, check_floating, device_of
+from .text import TextEncoder, encode_texts, tokenize
 from .training import evaluating
-
-CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature 0.07, stored as log(1 / T)
-MAX_LOGIT_SCALE = math.log(100.0)           # CLIP clamps the scale at 100
-
 
 # ---------------------------------------------------------------------------------------------
 # Frozen text features
@@ -63,15 +70,16 @@ class TextFeatures:
 
 
 @torch.no_grad()
-def text_features(encoder, texts: Sequence[str], max_length: int = 16) -> TextFeatures:
+def text_features(encoder: TextEncoder, texts: Sequence[str], max_length: int = 16) -> TextFeatures:
     """Run the frozen ``encoder`` (from :func:`course_utils.text.load_text_encoder`) once per distinct sentence.
 
-    Returns:
-        :class:`TextFeatures` of the distinct sentences in first-seen order; tokens cut or padded
-        to ``max_length``.
-    """
-    from .text import encode_texts, tokenize
+    The token ids go to the encoder's device and the model runs there, in eval mode.
 
+    Returns:
+        :class:`TextFeatures` of the distinct sentences in first-seen order, on the CPU (a
+        :class:`FusionModel` keeps them as buffers, which follow the model's ``.to(device)``);
+        tokens cut or padded to ``max_length``.
+    """
     distinct = list(dict.fromkeys(texts))
     batch = tokenize(encoder, distinct, max_length)
     with evaluating(encoder.model):
@@ -98,8 +106,12 @@ class GatedFusion(nn.Module):
         self.last_gate: torch.Tensor | None = None
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a.dim() != 2 or b.dim() != 2 or len(a) != len(b):
-            raise ValueError(f"expected a (B, Da) and b (B, Db) with the same B, got {tuple(a.shape)} and {tuple(b.shape)}")
+        dim_a, dim_b = self.proj_a.in_features, self.proj_b.in_features
+        if a.dim() != 2 or b.dim() != 2 or len(a) != len(b) or a.shape[1] != dim_a or b.shape[1] != dim_b:
+            raise ValueError(f"expected a (B, {dim_a}) and b (B, {dim_b}) with the same B, "
+                             f"got {tuple(a.shape)} and {tuple(b.shape)}")
+        check_floating(a, "a", self.gate.weight.dtype)
+        check_floating(b, "b", self.gate.weight.dtype)
         z = torch.sigmoid(self.gate(torch.cat([a, b], dim=1)))  # (B, width), 1 = take a
         self.last_gate = z.detach()
         return z * torch.tanh(self.proj_a(a)) + (1 - z) * torch.tanh(self.proj_b(b))
@@ -124,7 +136,7 @@ class ImageTagger(nn.Module):
         self.head = nn.Linear(16 * width, num_classes + 3 * num_attributes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(images).flatten(1))
+        return self.head(_sixteen_tokens(self.encoder, images).flatten(1))
 
 
 def tagger_loss(model: ImageTagger, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -132,6 +144,9 @@ def tagger_loss(model: ImageTagger, images: torch.Tensor, targets: torch.Tensor)
 
     Returns ``(loss, number of digits named right)`` for :func:`~course_utils.training.fit_tensors`.
     """
+    if targets.shape != (len(images), 1 + model.num_attributes) or targets.dtype != torch.int64:
+        raise ValueError(f"targets: expected int64 (B, 1 + A) = ({len(images)}, {1 + model.num_attributes}), "
+                         f"got {targets.dtype} {tuple(targets.shape)}")
     logits = model(images)
     digit = logits[:, :model.num_classes]
     loss = F.cross_entropy(digit, targets[:, 0])
@@ -143,9 +158,17 @@ def tagger_loss(model: ImageTagger, images: torch.Tensor, targets: torch.Tensor)
 
 @torch.no_grad()
 def image_tokens(encoder: PatchEncoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """``(N, 16, width)`` patch tokens of a frozen encoder, computed once in eval mode."""
+    """Patch tokens of a frozen encoder, computed once in eval mode.
+
+    Args:
+        images: ``(N, 1, 28, 28)`` on any device; each batch is moved to the encoder's device.
+    Returns:
+        ``(N, 16, width)`` on the encoder's device.
+    """
+    _check_batches(images, "images", "(N, 1, 28, 28)", batch_size)
+    device = device_of(encoder)
     with evaluating(encoder):
-        return torch.cat([encoder(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        return torch.cat([encoder(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
 
 
 class FusionModel(nn.Module):
@@ -166,10 +189,16 @@ class FusionModel(nn.Module):
         self.text_dim = text.pooled.shape[1]
 
     def forward(self, image_tokens: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
-        if image_tokens.dim() != 3 or image_tokens.shape[2] != self.width or text_ids.dim() != 1 \
-                or len(image_tokens) != len(text_ids):
-            raise ValueError(f"expected image tokens (B, 16, {self.width}) and text_ids (B,), got "
+        if image_tokens.shape[1:] != (16, self.width) or text_ids.dim() != 1 or len(image_tokens) != len(text_ids):
+            raise ValueError(f"image_tokens and text_ids: expected image tokens (B, 16, {self.width}) and (B,), got "
                              f"{tuple(image_tokens.shape)} and {tuple(text_ids.shape)}")
+        check_floating(image_tokens, "image_tokens", self.text_pooled.dtype)
+        if text_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"text_ids: expected int64 (or int32) rows of the text table, got {text_ids.dtype}")
+        rows = len(self.text_pooled)
+        if bool(((text_ids < 0) | (text_ids >= rows)).any()):
+            raise ValueError(f"text_ids: expected rows of the text table, 0 to {rows - 1}, got values from "
+                             f"{int(text_ids.min())} to {int(text_ids.max())}")
         return self.fuse(image_tokens, text_ids)
 
     def fuse(self, image_tokens: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
@@ -270,89 +299,16 @@ FUSION_MODELS: dict[str, type[FusionModel]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Contrastive alignment
-# ---------------------------------------------------------------------------------------------
-
-def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP): row i of each batch is a matching pair, every other row a negative.
-
-    Args:
-        image_emb, text_emb: ``(B, D)``; normalised here to unit length.
-        logit_scale: scalar, ``log(1 / temperature)``; the similarities are multiplied by its exp.
-    Returns:
-        scalar: ``(CE(logits, arange) + CE(logits.T, arange)) / 2`` with ``logits = exp(s) * I T^T``.
-    """
-    if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
-        raise ValueError(f"expected two (B, D) tensors of the same shape, got {tuple(image_emb.shape)} "
-                         f"and {tuple(text_emb.shape)}")
-    logits = logit_scale.exp() * F.normalize(image_emb, dim=1) @ F.normalize(text_emb, dim=1).T  # (B, B)
-    targets = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-
-
-class ContrastiveModel(nn.Module):
-    """An image encoder + projection and a projection of frozen sentence vectors, into one ``embed_dim`` space.
-
-    ``encode_images((B, 1, 28, 28))`` and ``encode_texts((B, text_dim))`` -> unit vectors ``(B, embed_dim)``;
-    ``forward(images, text_vectors)`` -> the :func:`clip_loss`. The temperature is learned
-    (``logit_scale``, CLIP's initial value, clamped at ``MAX_LOGIT_SCALE``).
-    """
-
-    def __init__(self, text_dim: int = 384, embed_dim: int = 128, width: int = 64) -> None:
-        super().__init__()
-        self.image_encoder = PatchEncoder(width)
-        self.image_proj = nn.Sequential(nn.Flatten(1), nn.Linear(16 * width, embed_dim))
-        self.text_proj = nn.Linear(text_dim, embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(CLIP_INIT_LOGIT_SCALE))
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_proj(self.image_encoder(images)), dim=1)
-
-    def encode_texts(self, text_vectors: torch.Tensor) -> torch.Tensor:
-        if text_vectors.dim() != 2 or text_vectors.shape[1] != self.text_proj.in_features:
-            raise ValueError(f"expected text vectors (B, {self.text_proj.in_features}), got {tuple(text_vectors.shape)}")
-        return F.normalize(self.text_proj(text_vectors), dim=1)
-
-    def scale(self) -> torch.Tensor:
-        """``exp(logit_scale)``, the clamped inverse temperature."""
-        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-
-    def forward(self, images: torch.Tensor, text_vectors: torch.Tensor) -> torch.Tensor:
-        return clip_loss(self.encode_images(images), self.encode_texts(text_vectors),
-                         self.logit_scale.clamp(max=MAX_LOGIT_SCALE))
-
-
-@torch.no_grad()
-def embed_images(model: ContrastiveModel, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """``(N, embed_dim)`` unit image vectors, in eval mode."""
-    device = next(model.parameters()).device
-    with evaluating(model):
-        return torch.cat([model.encode_images(images[i:i + batch_size].to(device))
-                          for i in range(0, len(images), batch_size)])
-
-
-def recall_at_k(similarity: torch.Tensor, k: int, relevant: torch.Tensor | None = None) -> float:
-    """Fraction of queries (rows) with a relevant item among their ``k`` most similar columns.
-
-    Args:
-        similarity: ``(N, M)`` query-by-item scores, higher = more similar.
-        relevant: ``(N, M)`` bool; default: item i is the one relevant to query i (needs N <= M).
-    """
-    if similarity.dim() != 2 or not 1 <= k <= similarity.shape[1]:
-        raise ValueError(f"expected a (N, M) similarity and 1 <= k <= M, got {tuple(similarity.shape)} and k={k}")
-    if relevant is None:
-        relevant = torch.eye(*similarity.shape, dtype=torch.bool, device=similarity.device)
-    top = similarity.topk(k, dim=1).indices  # (N, k)
-    return relevant.gather(1, top).any(1).float().mean().item()
-
-
-# ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 
 def answer_loss(model: nn.Module, image_tokens: torch.Tensor, text_ids: torch.Tensor,
                 answers: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Cross-entropy of a fusion model's yes/no logits, and the number answered right (for :func:`~course_utils.training.fit_tensors`)."""
+    """Cross-entropy of a fusion model's yes/no logits, and the number answered right
+    (for :func:`~course_utils.training.fit_tensors`)."""
+    if answers.shape != (len(image_tokens),) or answers.dtype != torch.int64:
+        raise ValueError(f"answers: expected int64 (B,) = ({len(image_tokens)},), 0 no or 1 yes, "
+                         f"got {answers.dtype} {tuple(answers.shape)}")
     logits = model(image_tokens, text_ids)
     return F.cross_entropy(logits, answers), int((logits.argmax(1) == answers).sum())
 
@@ -360,7 +316,19 @@ def answer_loss(model: nn.Module, image_tokens: torch.Tensor, text_ids: torch.Te
 @torch.no_grad()
 def predict_answers(model: nn.Module, image_tokens: torch.Tensor, text_ids: torch.Tensor,
                     batch_size: int = 1024) -> torch.Tensor:
-    """``(N,)`` predicted answers (0 no, 1 yes) from image tokens ``(N, 16, width)`` and question ids, in eval mode."""
+    """A fusion model's answers, in eval mode.
+
+    Args:
+        image_tokens: ``(N, 16, width)`` (from :func:`image_tokens`); text_ids: ``(N,)`` rows of the
+            model's :class:`TextFeatures`. Both on any device; each batch is moved to the model's device.
+    Returns:
+        ``(N,)`` int64 on the model's device: 0 no, 1 yes.
+    """
+    _check_batches(image_tokens, "image_tokens", "(N, 16, width)", batch_size)
+    if not isinstance(text_ids, torch.Tensor) or text_ids.shape != (len(image_tokens),):
+        got = tuple(text_ids.shape) if isinstance(text_ids, torch.Tensor) else f"a {type(text_ids).__name__}"
+        raise ValueError(f"text_ids: expected one row per image, ({len(image_tokens)},), got {got}")
+    device = device_of(model)
     with evaluating(model):
-        return torch.cat([model(image_tokens[i:i + batch_size], text_ids[i:i + batch_size]).argmax(1)
-                          for i in range(0, len(image_tokens), batch_size)])
+        return torch.cat([model(image_tokens[i:i + batch_size].to(device), text_ids[i:i + batch_size].to(device))
+                          .argmax(1) for i in range(0, len(image_tokens), batch_size)])

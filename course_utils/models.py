@@ -2,9 +2,13 @@
 ``PatchEncoder`` that gives the multimodal notebooks (04, 06) image tokens.
 
 Each notebook builds its model in front of the learner first; these are the same models, kept
-here so that later notebooks (the ViT of 03, say) can compare against them in one line.
+here so that later notebooks (the ViT of 03, say) can compare against them in one line. Also here:
+the input checks the models and the multimodal helpers (:mod:`course_utils.fusion`,
+:mod:`course_utils.contrastive`) share.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -13,6 +17,37 @@ from torch import nn
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable numbers in ``model`` (frozen parameters are not counted)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model`` runs, so where its inputs must go: the device of its first parameter (the CPU if it has none)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def autocasting(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``'s type: then torch casts mixed floating dtypes itself."""
+    return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
+
+
+def check_floating(x: object, name: str, dtype: torch.dtype) -> None:
+    """Raise ``TypeError`` unless ``x`` is a floating-point tensor that a model whose parameters are ``dtype``
+    can take: of that dtype, or of any floating dtype under autocast (which casts inputs itself)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+        raise TypeError(f"{name}: expected a floating-point tensor, got {got}")
+    if x.dtype != dtype and not autocasting(x.device):
+        raise TypeError(f"{name}: expected {dtype}, the dtype of the model's parameters, got {x.dtype}; "
+                        f"pass {name}.to({dtype})")
+
+
+def _check_batches(inputs: object, name: str, shape: str, batch_size: object) -> None:
+    """Raise unless ``inputs`` is a tensor with at least one row and ``batch_size`` an int of at least 1."""
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0 or len(inputs) == 0:
+        got = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else f"a {type(inputs).__name__}"
+        raise ValueError(f"{name}: expected a tensor {shape} with N >= 1, got {got}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int of at least 1, got {batch_size!r}")
 
 
 class MLP(nn.Sequential):
@@ -31,6 +66,15 @@ class MLP(nn.Sequential):
             width = size
         layers.append(nn.Linear(width, num_classes))
         super().__init__(*layers)
+        self.in_features = in_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` (or any ``(B, ...)`` with ``in_features`` values per example) -> ``(B, num_classes)``."""
+        check_floating(images, "images", self[1].weight.dtype)
+        if images.dim() < 2 or math.prod(images.shape[1:]) != self.in_features:
+            raise ValueError(f"images: expected (B, 1, 28, 28) or any (B, ...) with {self.in_features} values per "
+                             f"example, got {tuple(images.shape)}")
+        return super().forward(images)
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -63,6 +107,14 @@ class CNN(nn.Sequential):
             nn.Linear(c3 * 3 * 3, num_classes),
         )
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, 28, 28)`` -> ``(B, num_classes)``; sides of 24 to 31 pixels also pool down to 3x3."""
+        channels = self[0][0].in_channels
+        check_floating(images, "images", self[0][0].weight.dtype)
+        if images.dim() != 4 or images.shape[1] != channels or images.shape[2] // 8 != 3 or images.shape[3] // 8 != 3:
+            raise ValueError(f"images: expected (B, {channels}, 28, 28), got {tuple(images.shape)}")
+        return super().forward(images)
+
 
 class PatchEncoder(nn.Module):
     """A small CNN that turns an image into a 4x4 grid of feature tokens, for the multimodal notebooks.
@@ -85,6 +137,18 @@ class PatchEncoder(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 4:
-            raise ValueError(f"expected images shaped (B, C, H, W), got {tuple(images.shape)}")
+        channels = self.features[0][0].in_channels
+        check_floating(images, "images", self.features[0][0].weight.dtype)
+        if images.dim() != 4 or images.shape[1] != channels or min(images.shape[2:]) < 4:
+            raise ValueError(f"images: expected (B, {channels}, 28, 28) (any H, W of at least 4), "
+                             f"got {tuple(images.shape)}")
         return self.features(images).flatten(2).transpose(1, 2)
+
+
+def _sixteen_tokens(encoder: PatchEncoder, images: torch.Tensor) -> torch.Tensor:
+    """``encoder(images)``, ``(B, 16, width)``; ``ValueError`` for images of a size giving another number of tokens."""
+    tokens = encoder(images)
+    if tokens.shape[1] != 16:
+        raise ValueError(f"images: expected (B, 1, 28, 28), which give 16 patch tokens, got {tuple(images.shape)} "
+                         f"({tokens.shape[1]} tokens)")
+    return tokens

@@ -46,18 +46,42 @@ def plot_confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, class
     """Heatmap of counts: row = true class, column = predicted class.
 
     Args:
-        labels, predictions: ``(N,)`` integer class indices.
+        labels, predictions: ``(N,)`` integer class indices in ``[0, len(classes))``, N >= 1; any
+            other value raises ``ValueError`` (it would have no cell to be counted in).
     """
-    if labels.shape != predictions.shape or labels.ndim != 1:
-        raise ValueError(f"labels and predictions must both be (N,), got {tuple(labels.shape)} "
+    if not isinstance(labels, torch.Tensor) or not isinstance(predictions, torch.Tensor):
+        raise TypeError(f"labels and predictions: expected tensors, got a {type(labels).__name__} "
+                        f"and a {type(predictions).__name__}")
+    if labels.shape != predictions.shape or labels.ndim != 1 or len(labels) == 0:
+        raise ValueError(f"labels and predictions must both be (N,) with N >= 1, got {tuple(labels.shape)} "
                          f"and {tuple(predictions.shape)}")
-    counts = confusion_matrix(labels.cpu().numpy(), predictions.cpu().numpy(), labels=range(len(classes)))
+    labels = _class_indices(labels, "labels", len(labels), classes)
+    predictions = _class_indices(predictions, "predictions", len(labels), classes)
+    counts = confusion_matrix(labels.numpy(), predictions.numpy(), labels=range(len(classes)))
     fig, ax = plt.subplots(figsize=(7, 6))
     sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", cbar=False, square=True,
                 xticklabels=classes, yticklabels=classes, ax=ax)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     return fig
+
+
+def _class_indices(values: Sequence[int] | torch.Tensor, name: str, n: int,
+                   classes: Sequence[str] | None) -> torch.Tensor:
+    """``values`` as an int64 CPU tensor ``(n,)``: ``TypeError`` unless they are integers, ``ValueError`` for
+    another shape or (when ``classes`` are given) a value that does not index ``classes``."""
+    values = torch.as_tensor(values).cpu()
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(f"{name}: expected integer class indices, got {values.dtype}")
+    if values.shape != (n,):
+        raise ValueError(f"{name}: expected one per image, ({n},), got shape {tuple(values.shape)}")
+    if classes is None:
+        return values.long()
+    outside = (values < 0) | (values >= len(classes))
+    if bool(outside.any()):
+        raise ValueError(f"{name}: expected class indices 0 to {len(classes) - 1} (len(classes) = {len(classes)}), "
+                         f"got {int(outside.sum())} outside, e.g. {int(values[outside][0])}")
+    return values.long()
 
 
 def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None,
@@ -67,23 +91,36 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | Non
 
     Args:
         images: ``(N, 1, H, W)`` or ``(N, H, W)``.
+        labels, predictions: N integers each; with ``classes``, indices into it.
+        ncols: images per row, at least 1.
     """
     if isinstance(images, torch.Tensor) and images.ndim == 3:
         images = images.unsqueeze(1)
     check_images(images)
+    if 0 in images.shape[1:]:
+        raise ValueError(f"images: expected (N, C, H, W) with C, H and W at least 1, got {tuple(images.shape)}")
     n = len(images)
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols: expected an int of at least 1, got {ncols!r}")
+    if labels is not None:
+        labels = _class_indices(labels, "labels", n, classes)
+    if predictions is not None:
+        predictions = _class_indices(predictions, "predictions", n, classes)
+
+    def caption(k: int | torch.Tensor) -> str:
+        return classes[int(k)] if classes is not None else str(int(k))
+
     nrows = max(1, math.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(images[i, 0].detach().cpu().numpy(), cmap="gray_r")
-        name = (lambda k: classes[int(k)] if classes is not None else str(int(k)))
-        parts = [] if labels is None else [name(labels[i])]
+        ax.imshow(images[i, 0].detach().float().cpu().numpy(), cmap="gray_r")
+        parts = [] if labels is None else [caption(labels[i])]
         wrong = False
         if predictions is not None:
-            parts.append(f"→ {name(predictions[i])}")
+            parts.append(f"→ {caption(predictions[i])}")
             wrong = labels is not None and int(predictions[i]) != int(labels[i])
         ax.set_title(" ".join(parts), fontsize=8, color="crimson" if wrong else "black")
     fig.suptitle(title)
@@ -96,6 +133,8 @@ def plot_mistakes(model: nn.Module, data: ImageSet, n: int = 16, title: str = ""
 
     Titles read ``true → predicted (confidence)``.
     """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected an int of at least 1, got {n!r}")
     probs = predict(model, data).softmax(1).cpu()
     confidence, guess = probs.max(1)
     wrong = (guess != data.labels.cpu()).nonzero().squeeze(1)
@@ -111,6 +150,8 @@ def show_filters(conv: nn.Conv2d, max_filters: int = 32, title: str = "") -> plt
     """The kernels of a conv layer's first input channel, one small image each (blue < 0 < red)."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+    if isinstance(max_filters, bool) or not isinstance(max_filters, int) or max_filters < 1:
+        raise ValueError(f"max_filters: expected an int of at least 1, got {max_filters!r}")
     weights = conv.weight.detach().cpu()[:max_filters, 0]  # (F, kH, kW)
     ncols = min(8, len(weights))
     nrows = math.ceil(len(weights) / ncols)
@@ -133,6 +174,8 @@ def show_feature_maps(model: nn.Module, layer: nn.Module, image: torch.Tensor, m
     """
     if image.ndim != 3:
         raise ValueError(f"image: expected one image (C, H, W), got shape {tuple(image.shape)}")
+    if isinstance(max_maps, bool) or not isinstance(max_maps, int) or max_maps < 1:
+        raise ValueError(f"max_maps: expected an int of at least 1, got {max_maps!r}")
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,19 +97,28 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def _normalise(size: object, source: str) -> str:
+    """``size`` as one of ``RUN_SIZES``: case and surrounding spaces do not matter.
+
+    Raises:
+        ValueError: ``size`` names no run size (the message says where it came from).
+    """
+    chosen = size.strip().lower() if isinstance(size, str) else size
+    if chosen not in RUN_SIZES:
+        raise ValueError(f"{source}={size!r} is not a run size; expected one of {', '.join(RUN_SIZES)}")
+    return chosen
+
+
 def get_run_size() -> str:
-    """Return the run size: ``$COURSE_RUN_SIZE`` if set, else ``gpu`` with CUDA, else ``cpu``.
+    """Return the run size: ``$COURSE_RUN_SIZE`` if set (any case, spaces ignored), else ``gpu`` with CUDA,
+    else ``cpu``.
 
     Raises:
         ValueError: the environment variable names a size that does not exist.
     """
-    chosen = os.environ.get(RUN_SIZE_ENV, "").strip().lower()
-    if chosen:
-        if chosen not in RUN_SIZES:
-            raise ValueError(
-                f"{RUN_SIZE_ENV}={chosen!r} is not a run size; expected one of {', '.join(RUN_SIZES)}"
-            )
-        return chosen
+    chosen = os.environ.get(RUN_SIZE_ENV, "")
+    if chosen.strip():
+        return _normalise(chosen, RUN_SIZE_ENV)
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
@@ -162,8 +172,9 @@ def run_plan(notebook: str, size: str | None = None, seed: int = 0) -> Plan:
     """
     if notebook not in PLANS:
         raise KeyError(f"no plan for notebook {notebook!r}; known: {', '.join(PLANS)}")
-    size = get_run_size() if size is None else size
-    if size not in RUN_SIZES:
-        raise ValueError(f"unknown run size {size!r}; expected one of {', '.join(RUN_SIZES)}")
+    size = get_run_size() if size is None else _normalise(size, "size")
+    if size == "gpu" and not torch.cuda.is_available():
+        warnings.warn("run size 'gpu' on a machine without a CUDA GPU: the full lesson will run on the CPU "
+                      "and take far longer; COURSE_RUN_SIZE=cpu sizes it for a laptop", stacklevel=2)
     set_seed(seed)
     return Plan(notebook=notebook, size=size, device=get_device(), settings=dict(PLANS[notebook][size]))

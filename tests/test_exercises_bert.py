@@ -44,7 +44,7 @@ def test_other_wrong_answers():
     assert result.status == "failed" and "expected shape" in result.message
     result = bert.check_causal_mask(lambda n: torch.ones(n, n).tril(), quiet=True)
     assert result.status == "failed" and "bool" in result.message
-    result = bert.check_greedy_step(lambda l, f: l.softmax(-1), quiet=True)
+    result = bert.check_greedy_step(lambda logits, f: logits.softmax(-1), quiet=True)
     assert result.status == "failed" and "shape (5,)" in result.message
 
 

@@ -171,4 +171,4 @@ def test_conv_param_count_not_attempted():
 
 def test_checker_prints_verdict(capsys):
     cnn.check_conv_param_count(cnn.conv_param_count)
-    assert "✅ conv_param_count" in capsys.readouterr().out
+    assert "PASSED conv_param_count" in capsys.readouterr().out

@@ -57,9 +57,9 @@ def test_checker_reports_a_stub_as_not_attempted(checker, reference) -> None:
 
 def test_checker_prints_its_verdict(capsys) -> None:
     mlp.check_accuracy(mlp.accuracy)
-    assert "✅ accuracy: passed" in capsys.readouterr().out
+    assert "PASSED accuracy" in capsys.readouterr().out
     mlp.check_accuracy(not_implemented)
-    assert "⏳ accuracy" in capsys.readouterr().out
+    assert "TODO accuracy" in capsys.readouterr().out
 
 
 def test_checkers_accept_torch_builtins() -> None:

@@ -18,7 +18,10 @@ def test_reference_patchify_matches_unfold():
     assert torch.equal(vit.patchify(x, 4), F.unfold(x, 4, stride=4).transpose(1, 2))
 
 
-@pytest.mark.parametrize("checker", [vit.check_patchify, vit.check_add_cls_and_positions, vit.check_vit_parameter_count])
+CHECKERS = [vit.check_patchify, vit.check_add_cls_and_positions, vit.check_vit_parameter_count]
+
+
+@pytest.mark.parametrize("checker", CHECKERS)
 def test_stub_is_not_attempted(checker):
     assert checker(stub, quiet=True).status == "not attempted"
 
@@ -44,7 +47,8 @@ def test_add_cls_and_positions():
         "patch tokens alone": lambda t, c, p: t,
         "in FRONT": lambda t, c, p: torch.cat([t, c.expand(len(t), -1, -1)], 1) + p,
         "position embeddings are missing": lambda t, c, p: torch.cat([c.expand(len(t), -1, -1), t], 1),
-        "CLS token gets a position embedding too": lambda t, c, p: torch.cat([c.expand(len(t), -1, -1), t + p[:, 1:]], 1),
+        "CLS token gets a position embedding too":
+            lambda t, c, p: torch.cat([c.expand(len(t), -1, -1), t + p[:, 1:]], 1),
         "AFTER putting the CLS token": lambda t, c, p: torch.cat([c.expand(len(t), -1, -1), t + p], 1),
         "expand(B, -1, -1)": lambda t, c, p: torch.cat([c, t], 1) + p,
     }

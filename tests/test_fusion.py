@@ -136,3 +136,77 @@ def test_inference_helpers_keep_the_callers_mode():
     encoder = fusion.PatchEncoder(width=8).train()
     tokens = fusion.image_tokens(encoder, torch.rand(3, 1, 28, 28))
     assert tokens.shape == (3, 16, 8) and encoder.training
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input is refused by name, not answered with a wrong number or an error from inside torch
+# ---------------------------------------------------------------------------------------------
+
+def test_recall_at_k_refuses_what_it_cannot_rank():
+    """More queries than items used to count the extra queries as misses; NaN and empty input gave numbers too."""
+    tall = torch.randn(5, 3)
+    with pytest.raises(ValueError, match=r"similarity: 5 queries but 3 items.*relevant="):
+        fusion.recall_at_k(tall, 1)
+    assert fusion.recall_at_k(tall, 3, torch.ones(5, 3, dtype=torch.bool)) == 1.0   # fine with relevant
+    with pytest.raises(ValueError, match="similarity: 1 NaN"):
+        fusion.recall_at_k(torch.tensor([[0.5, float("nan")], [0.1, 0.2]]), 1)
+    for empty in (torch.zeros(0, 3), torch.zeros(3, 0)):
+        with pytest.raises(ValueError, match="at least one query and one item"):
+            fusion.recall_at_k(empty, 1)
+    with pytest.raises(ValueError, match=r"relevant: expected the similarity's shape \(2, 2\)"):
+        fusion.recall_at_k(torch.eye(2), 1, torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="relevant: expected a bool tensor"):
+        fusion.recall_at_k(torch.eye(2), 1, torch.eye(2))
+    with pytest.raises(TypeError, match="k: expected an int"):
+        fusion.recall_at_k(torch.eye(2), 1.0)
+
+
+def test_clip_loss_refuses_empty_batches_and_other_dtypes():
+    with pytest.raises(ValueError, match="B >= 1"):
+        fusion.clip_loss(torch.zeros(0, 4), torch.zeros(0, 4), torch.tensor(0.0))
+    with pytest.raises(TypeError, match="one dtype"):
+        fusion.clip_loss(torch.randn(2, 4), torch.randn(2, 4).double(), torch.tensor(0.0))
+    with pytest.raises(TypeError, match="logit_scale"):
+        fusion.clip_loss(torch.randn(2, 4), torch.randn(2, 4), 2.0)
+
+
+def test_fusion_models_refuse_unknown_rows_and_wrong_token_counts(table):
+    model = fusion.CrossAttentionFusion(table, width=8, num_heads=2)
+    with pytest.raises(ValueError, match=r"text_ids: expected rows of the text table, 0 to 2, got values from 0 to 3"):
+        model(torch.randn(2, 16, 8), torch.tensor([0, 3]))
+    with pytest.raises(TypeError, match="text_ids: expected int64"):
+        model(torch.randn(2, 16, 8), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"image tokens \(B, 16, 8\)"):
+        model(torch.randn(2, 9, 8), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"expected a \(B, 3\) and b \(B, 4\)"):
+        fusion.GatedFusion(3, 4, 5)(torch.randn(2, 3), torch.randn(2, 5))
+    with pytest.raises(ValueError, match="answers: expected int64"):
+        fusion.answer_loss(model, torch.randn(2, 16, 8), torch.tensor([0, 1]), torch.tensor([1]))
+
+
+def test_image_models_refuse_images_that_give_other_than_16_tokens():
+    with pytest.raises(ValueError, match=r"images: expected \(B, 1, 28, 28\), which give 16 patch tokens"):
+        fusion.ContrastiveModel(text_dim=12, embed_dim=6, width=8).encode_images(torch.rand(2, 1, 20, 20))
+    tagger = fusion.ImageTagger(width=8, num_attributes=2)
+    with pytest.raises(ValueError, match="16 patch tokens"):
+        tagger(torch.rand(2, 1, 40, 40))
+    with pytest.raises(ValueError, match=r"targets: expected int64 \(B, 1 \+ A\) = \(2, 3\)"):
+        fusion.tagger_loss(tagger, torch.rand(2, 1, 28, 28), torch.zeros(2, 2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("helper", ["image_tokens", "embed_images", "predict_answers"])
+def test_inference_helpers_refuse_empty_input_and_batch_size_zero(helper, table):
+    """Empty input used to fail in torch.cat(), batch_size=0 in range()."""
+    runs = {
+        "image_tokens": lambda x, size: fusion.image_tokens(fusion.PatchEncoder(width=8), x, size),
+        "embed_images": lambda x, size: fusion.embed_images(fusion.ContrastiveModel(12, 6, 8), x, size),
+        "predict_answers": lambda x, size: fusion.predict_answers(fusion.ImageOnly(table, 8), x,
+                                                                  torch.zeros(len(x), dtype=torch.int64), size),
+    }
+    inputs = torch.rand(3, 16, 8) if helper == "predict_answers" else torch.rand(3, 1, 28, 28)
+    name = "image_tokens" if helper == "predict_answers" else "images"
+    with pytest.raises(ValueError, match=rf"{name}: expected a tensor .* with N >= 1, got \(0,"):
+        runs[helper](inputs[:0], 2)
+    with pytest.raises(ValueError, match="batch_size: expected an int of at least 1, got 0"):
+        runs[helper](inputs, 0)
+    assert len(runs[helper](inputs, 2)) == 3

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,6 +37,14 @@ def questions(mnist, bins) -> dict[str, it.QuestionSet]:
 def _per_image(words: dict[str, list[str]]) -> list[dict[str, str]]:
     """``{name: [word per image]}`` -> ``[{name: word} per image]``."""
     return [dict(zip(words, row)) for row in zip(*words.values())]
+
+
+def test_every_name_the_notebooks_use_is_exported():
+    """``imagetext.X`` in a notebook still works, whichever submodule of the package defines X."""
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    used = {name for path in notebooks.glob("*.ipynb") for name in re.findall(r"\bimagetext\.(\w+)", path.read_text())}
+    assert used, "no notebook uses course_utils.imagetext"
+    assert not sorted(name for name in used if not hasattr(it, name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,3 +334,32 @@ def test_question_pool_and_oracle_reject_bad_input():
         it.question_pool(["cat", "dog"])
     assert it.answer_question("is it something you wear on your feet?", 9, {}, FASHION_CLASSES) == 1
     assert it.answer_question("is it thicker than usual?", 0, {"thickness": "regular"}, FASHION_CLASSES) == -1
+
+
+def test_measuring_no_images_gives_empty_attributes():
+    """An empty batch used to fail in torch.cat(), chunk=0 in range()."""
+    attributes = it.measure_attributes(torch.zeros(0, 1, 28, 28))
+    assert sorted(attributes) == sorted(it.ATTRIBUTES)
+    assert all(v.shape == (0,) and v.dtype == torch.float32 for v in attributes.values())
+    with pytest.raises(ValueError, match="chunk: expected an int of at least 1, got 0"):
+        it.measure_attributes(torch.rand(2, 1, 28, 28), chunk=0)
+    with pytest.raises(ValueError, match=r"images: expected one channel, \(N, 1, H, W\) with H, W >= 1"):
+        it.measure_attributes(torch.rand(2, 1, 28, 0))
+
+
+def test_majority_baselines_refuse_empty_sets_and_answers_other_than_yes_or_no(questions):
+    """An empty test set used to give an accuracy of NaN; answers of 2 were counted as "no"."""
+    train = questions["train"]
+    empty = it.QuestionSet(train.images[:0], train.labels[:0], [], train.answers[:0], [])
+    with pytest.raises(ValueError, match="test: expected at least one question"):
+        it.majority_baselines(train, empty)
+    twos = it.QuestionSet(train.images, train.labels, train.questions, train.answers * 2, train.kinds)
+    with pytest.raises(ValueError, match=r"train: answers must be 0 \(no\) or 1 \(yes\), got \[0, 2\]"):
+        it.majority_baselines(twos, questions["test"])
+
+
+def test_bins_refuse_complex_attributes(bins):
+    attributes = {name: torch.rand(4) for name in it.ATTRIBUTES}
+    attributes["size"] = attributes["size"].to(torch.complex64)
+    with pytest.raises(TypeError, match="attributes: expected real numbers"):
+        bins.levels(attributes)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.models import CNN, MLP, conv_block, count_parameters
+from course_utils.models import CNN, MLP, PatchEncoder, conv_block, count_parameters
 from course_utils.runsize import set_seed
 
 
@@ -73,3 +73,26 @@ def test_count_parameters_counts_trainable_numbers_only():
     assert count_parameters(model) == 26
     model[0].requires_grad_(False)
     assert count_parameters(model) == 10
+
+
+@pytest.mark.parametrize("model, bad, error, message", [
+    (MLP(), torch.rand(2, 1, 20, 20), ValueError, r"images: expected \(B, 1, 28, 28\) or any \(B, \.\.\.\) with 784 v"),
+    (MLP(), torch.zeros(2, 1, 28, 28, dtype=torch.uint8), TypeError, "images: expected a floating-point"),
+    (MLP(), torch.rand(2, 1, 28, 28).double(), TypeError, r"images: expected torch.float32.*images.to"),
+    (CNN(), torch.rand(2, 3, 28, 28), ValueError, r"images: expected \(B, 1, 28, 28\), got \(2, 3, 28, 28\)"),
+    (CNN(), torch.rand(1, 28, 28), ValueError, r"images: expected \(B, 1, 28, 28\), got \(1, 28, 28\)"),
+    (CNN(), torch.rand(2, 1, 16, 16), ValueError, r"got \(2, 1, 16, 16\)"),
+    (PatchEncoder(8), torch.rand(2, 2, 28, 28), ValueError, r"images: expected \(B, 1, 28, 28\)"),
+    (PatchEncoder(8), torch.rand(2, 1, 3, 3), ValueError, "at least 4"),
+], ids=["mlp-size", "mlp-uint8", "mlp-float64", "cnn-channels", "cnn-no-batch", "cnn-size", "patches-channels",
+        "patches-tiny"])
+def test_models_refuse_images_of_another_shape_or_dtype(model, bad, error, message):
+    """These used to fail inside torch: "mat1 and mat2 shapes cannot be multiplied", a conv's channel error."""
+    with pytest.raises(error, match=message):
+        model.eval()(bad)
+
+
+def test_models_take_an_empty_batch_and_mixed_dtypes_under_autocast():
+    assert MLP().eval()(torch.rand(0, 1, 28, 28)).shape == (0, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert CNN().eval()(torch.rand(2, 1, 28, 28).bfloat16()).shape == (2, 10)

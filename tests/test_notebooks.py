@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_utils.colab import first_cell_source
 from course_utils.execute import LOCAL_PATH
 from course_utils.runsize import PLANS
 
@@ -22,21 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 FOUNDATION = ["00_setup_and_tour", "01_mnist_mlp", "02_mnist_cnn"]
 WARNING = re.compile(r"\b[A-Z][A-Za-z]*Warning\b")
-BOOTSTRAP = '''\
-# Make `course_utils` importable. `make setup` installs it; on Colab this fetches the course once
-# (Colab's own torch is kept; nothing is reinstalled).
-import importlib.util, subprocess, sys
-from pathlib import Path
-
-COURSE_REPO = "https://github.com/llm-vision-course/llm-vision-course.git"
-if importlib.util.find_spec("course_utils") is None:
-    if "google.colab" in sys.modules:
-        root = Path("/content/llm-vision-course")
-        if not root.exists():
-            subprocess.run(["git", "clone", "--depth=1", COURSE_REPO, str(root)], check=True)
-    else:  # a Jupyter started outside the course's environment
-        root = Path.cwd().parent
-    sys.path.insert(0, str(root))'''
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -69,7 +55,7 @@ def test_valid_nbformat_and_kernel(path):
     nbformat.validate(notebook)
     assert notebook.nbformat == 4
     kernel = notebook.metadata.get("kernelspec", {})
-    assert kernel.get("name") == "python3" and kernel.get("display_name") == "Python 3"
+    assert kernel.get("name") == "python3"  # the display name is the installed kernel's: see test_execute
 
 
 @notebooks
@@ -77,7 +63,7 @@ def test_starts_with_a_title_then_the_bootstrap_cell(path):
     cells = _read(path).cells
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# "), "cell 1: a markdown title"
     assert cells[1].cell_type == "code", "cell 2: the bootstrap code cell"
-    assert cells[1].source.strip() == BOOTSTRAP, "cell 2 must be exactly the course's bootstrap cell"
+    assert cells[1].source == first_cell_source(), "cell 2 must be exactly course_utils/first_cell.py"
 
 
 @notebooks
@@ -157,7 +143,8 @@ def test_make_test_runs_unit_tests_and_notebooks_at_smoke():
 
 def test_make_execute_and_lab_run_the_course_commands():
     targets = _make_targets()
-    assert "COURSE_RUN_SIZE=cpu" in " ".join(targets["execute"]) and "course_utils execute" in " ".join(targets["execute"])
+    execute = " ".join(targets["execute"])
+    assert "COURSE_RUN_SIZE=cpu" in execute and "course_utils execute" in execute
     assert any("-m course_utils lab" in line for line in targets["lab"])
     assert any("COURSE_RUN_SIZE=smoke" in line and "pytest tests" in line for line in targets["unit"])
 

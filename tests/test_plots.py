@@ -12,8 +12,14 @@ from torch import nn  # noqa: E402
 
 from course_utils import models  # noqa: E402
 from course_utils.data import ImageSet  # noqa: E402
-from course_utils.plots import (plot_confusion_matrix, plot_history, plot_mistakes, show_feature_maps,  # noqa: E402
-                                show_filters, show_images)
+from course_utils.plots import (  # noqa: E402
+    plot_confusion_matrix,
+    plot_history,
+    plot_mistakes,
+    show_feature_maps,
+    show_filters,
+    show_images,
+)
 from course_utils.training import History  # noqa: E402
 
 
@@ -164,3 +170,43 @@ def test_show_feature_maps_rejects_bad_shapes(image):
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         show_feature_maps(model, model[0], image)
     assert not model[0]._forward_hooks
+
+
+@pytest.mark.parametrize("labels, predictions, message", [
+    ([0, 1, 3], [0, 1, 2], r"labels: expected class indices 0 to 2 .* 1 outside, e\.g\. 3"),
+    ([0, 1, 2], [0, -1, 2], r"predictions: expected class indices 0 to 2 .* e\.g\. -1"),
+], ids=["label-too-large", "negative-prediction"])
+def test_plot_confusion_matrix_refuses_labels_outside_the_classes(labels, predictions, message):
+    """Labels outside range(len(classes)) used to be dropped from the counts without a word."""
+    with pytest.raises(ValueError, match=message):
+        plot_confusion_matrix(torch.tensor(labels), torch.tensor(predictions), ["a", "b", "c"])
+
+
+def test_plot_confusion_matrix_refuses_empty_and_float_input():
+    with pytest.raises(ValueError, match="N >= 1"):
+        plot_confusion_matrix(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), ["a"])
+    with pytest.raises(TypeError, match="labels: expected integer class indices"):
+        plot_confusion_matrix(torch.zeros(3), torch.zeros(3, dtype=torch.int64), ["a"])
+
+
+def test_show_images_refuses_labels_it_cannot_name():
+    """A label of -1 used to be shown as the last class's name, 10 of 10 classes raised an IndexError."""
+    images = torch.rand(3, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"labels: expected class indices 0 to 9"):
+        show_images(images, torch.tensor([0, -1, 2]), [str(d) for d in range(10)])
+    with pytest.raises(ValueError, match=r"predictions: expected class indices 0 to 9 .* e\.g\. 10"):
+        show_images(images, [0, 1, 2], [str(d) for d in range(10)], torch.tensor([0, 10, 2]))
+    with pytest.raises(ValueError, match=r"labels: expected one per image, \(3,\)"):
+        show_images(images, [0, 1])
+    with pytest.raises(ValueError, match="ncols: expected an int of at least 1, got 0"):
+        show_images(images, ncols=0)
+
+
+def test_plot_counts_must_be_positive():
+    """Zero columns or filters used to end in a ZeroDivisionError."""
+    with pytest.raises(ValueError, match="max_filters"):
+        show_filters(nn.Conv2d(1, 4, 3), max_filters=0)
+    with pytest.raises(ValueError, match="max_maps"):
+        show_feature_maps(models.CNN(), models.CNN()[0], torch.rand(1, 28, 28), max_maps=0)
+    with pytest.raises(ValueError, match="n: expected an int of at least 1"):
+        plot_mistakes(Constant(3), _digits(4), n=-1)

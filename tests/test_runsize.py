@@ -1,7 +1,10 @@
 """Run sizes, device choice, plans and seeding (course_utils.runsize)."""
 from __future__ import annotations
 
+import dataclasses
 import random
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ def test_size_is_chosen_by_cuda_when_the_variable_is_unset(monkeypatch, cuda, ex
     assert run_plan("01_mnist_mlp").size == expected
 
 
+@pytest.mark.filterwarnings("ignore:run size 'gpu' on a machine without a CUDA GPU")
 @pytest.mark.parametrize("value, expected", [("smoke", "smoke"), ("cpu", "cpu"), (" GPU ", "gpu"), ("", "cpu")])
 def test_environment_variable_overrides_the_choice(monkeypatch, value, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -38,7 +42,28 @@ def test_unknown_size_in_the_variable_is_a_clear_error(monkeypatch):
         run_plan("01_mnist_mlp")
 
 
+@pytest.mark.parametrize("written", ["smoke", "SMOKE", " Smoke ", "smoke\n"])
+def test_the_argument_reads_like_the_environment_variable(monkeypatch, written):
+    """run_plan(size=...) accepts what COURSE_RUN_SIZE accepts: case and spaces do not matter."""
+    monkeypatch.setenv("COURSE_RUN_SIZE", written)
+    assert get_run_size() == "smoke"
+    assert run_plan("01_mnist_mlp", size=written).size == "smoke"
+
+
+def test_gpu_without_cuda_warns(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="without a CUDA GPU"):
+        plan = run_plan("01_mnist_mlp", size="GPU")
+    assert plan.size == "gpu" and plan.device.type == "cpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_plan("01_mnist_mlp", size="cpu")
+
+
 def test_unknown_size_argument_is_a_clear_error():
+    for bad in ("huge", 3, ""):
+        with pytest.raises(ValueError, match="is not a run size"):
+            run_plan("01_mnist_mlp", size=bad)
     with pytest.raises(ValueError) as error:
         run_plan("01_mnist_mlp", size="huge")
     assert "'huge'" in str(error.value) and all(size in str(error.value) for size in RUN_SIZES)
@@ -62,10 +87,13 @@ def test_plan_settings_are_a_copy():
     assert run_plan("01_mnist_mlp", size="cpu").epochs == PLANS["01_mnist_mlp"]["cpu"]["epochs"]
 
 
-def test_plan_elapsed_counts_up():
+def test_plan_elapsed_counts_from_the_plan_start(monkeypatch):
+    before = time.perf_counter()
     plan = run_plan("00_setup_and_tour", size="smoke")
-    first = plan.elapsed()
-    assert 0 <= first <= plan.elapsed() < 60
+    assert before <= plan.started <= time.perf_counter()
+    plan = dataclasses.replace(plan, started=100.0)
+    monkeypatch.setattr(runsize.time, "perf_counter", lambda: 112.5)
+    assert plan.elapsed() == 12.5
 
 
 def test_unknown_notebook_names_the_known_ones():

@@ -4,36 +4,37 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
-import time
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from course_utils import data, text
+from course_utils import data, network, text
 
 
 def _no_network(*args, **kwargs):
     pytest.fail("the network was probed")
 
 
+@pytest.fixture(autouse=True)
+def fresh_session():
+    """Each test starts a new network session: nothing probed, not offline."""
+    with network.fresh_session():
+        yield
+
+
 @pytest.fixture(scope="module")
 def offline_load() -> dict:
-    """One offline load of the packaged all-MiniLM-L6-v2, with what it printed and how long it took."""
+    """One offline load of the packaged all-MiniLM-L6-v2, with what it printed (how long it takes:
+    ``python -m course_utils bench``)."""
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setenv("COURSE_OFFLINE", "1")
         mp.delenv("HF_HUB_OFFLINE", raising=False)
         mp.setattr(socket, "create_connection", _no_network)
-        start = time.perf_counter()
         encoder = text.load_text_encoder("course-tests/not-a-cached-model")
-        seconds = time.perf_counter() - start
-    return {"encoder": encoder, "out": out.getvalue(), "err": err.getvalue(), "seconds": seconds}
-
-
-@pytest.fixture(scope="module")
-def encoder(offline_load) -> text.TextEncoder:
-    return offline_load["encoder"]
+    return {"encoder": encoder, "out": out.getvalue(), "err": err.getvalue()}
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +52,20 @@ def tiny_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def encoder(tiny_folder) -> text.TextEncoder:
+    """The tiny BERT of ``tiny_folder`` as a TextEncoder: the encoding tests need no pretrained weights."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return text.load_text_encoder(str(tiny_folder))
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
 
-def test_offline_load_is_quick_quiet_and_says_so_in_one_line(offline_load):
+@pytest.mark.slow
+def test_offline_load_is_quiet_and_says_so_in_one_line(offline_load):
     encoder = offline_load["encoder"]
-    assert offline_load["seconds"] < 10, f"offline load took {offline_load['seconds']:.1f} s"
     lines = offline_load["out"].strip().splitlines()
     assert len(lines) == 1, lines
     assert "offline" in lines[0] and "all-MiniLM-L6-v2" in lines[0] and "course-tests/not-a-cached-model" in lines[0]
@@ -68,7 +76,6 @@ def test_offline_load_is_quick_quiet_and_says_so_in_one_line(offline_load):
 
 
 def test_hub_offline_env_skips_the_probe(monkeypatch):
-    monkeypatch.setattr(data, "_ONLINE", None)
     monkeypatch.setattr(socket, "create_connection", _no_network)
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -78,11 +85,11 @@ def test_hub_offline_env_skips_the_probe(monkeypatch):
     assert text.hub_online() is False
 
 
-def test_hub_probe_targets_huggingface_once(monkeypatch):
-    monkeypatch.setattr(data, "_ONLINE", None)
+def test_hub_probe_targets_huggingface_once_and_limits_the_hub(monkeypatch):
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     calls = []
+    monkeypatch.setattr(network, "limit_hub", lambda: calls.append("limit_hub"))  # tests/test_network.py runs it
 
     class Connection:
         def close(self) -> None:
@@ -94,23 +101,27 @@ def test_hub_probe_targets_huggingface_once(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", connect)
     assert text.hub_online() is True and text.hub_online() is True
-    assert calls == [text.HUB_HOST]
-    assert data.is_online() is True and calls == [text.HUB_HOST, data.PROBE_HOST]  # each host probed on its own
+    assert calls == [text.HUB_HOST, "limit_hub", "limit_hub"]
+    assert data.is_online() is True and calls[-1] == data.PROBE_HOST  # each host probed on its own
 
 
 def test_hub_probe_never_hangs(monkeypatch):
-    monkeypatch.setattr(data, "_ONLINE", None)
+    """huggingface.co never answering: the probe says offline while that connection still hangs."""
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    released, finished = threading.Event(), threading.Event()
 
     def hanging_connection(address, timeout=None):
-        time.sleep(30)
+        released.wait(30)  # hangs until the test ends
+        finished.set()
         raise OSError("unreachable")
 
     monkeypatch.setattr(socket, "create_connection", hanging_connection)
-    start = time.perf_counter()
-    assert text.hub_online(timeout=0.5) is False
-    assert time.perf_counter() - start < 2
+    try:
+        assert text.hub_online(timeout=0.05) is False
+        assert not finished.is_set(), "the probe waited for the hanging connection to end"
+    finally:
+        released.set()
 
 
 def test_local_folder_loads(tiny_folder, capsys):
@@ -168,7 +179,7 @@ def test_missing_folder_and_bad_name_raise_clearly():
 
 def test_encode_shape_dtype_and_normalisation(encoder):
     vectors = text.encode_texts(encoder, ["a thick seven", "a faint bag", "a thick seven"])
-    assert vectors.shape == (3, 384) and vectors.dtype == torch.float32 and vectors.device.type == "cpu"
+    assert vectors.shape == (3, encoder.hidden_size) and vectors.dtype == torch.float32 and vectors.device.type == "cpu"
     assert torch.allclose(vectors.norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.equal(vectors[0], vectors[2])
     raw = text.encode_texts(encoder, ["a thick seven"], normalize=False)
@@ -185,9 +196,10 @@ def test_padding_does_not_change_a_sentence_vector(encoder):
     assert torch.allclose(alone[0], batched[0], atol=1e-5)
 
 
-def test_similar_captions_are_closer_than_unrelated_ones(encoder):
-    v = text.encode_texts(encoder, ["a thick handwritten seven", "a bold written seven",
-                                    "the stock market fell sharply today"])
+@pytest.mark.slow
+def test_similar_captions_are_closer_than_unrelated_ones(offline_load):
+    captions = ["a thick handwritten seven", "a bold written seven", "the stock market fell sharply today"]
+    v = text.encode_texts(offline_load["encoder"], captions)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.3
 
 

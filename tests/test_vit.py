@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import course_utils as cu
 from course_utils.exercises.vit import vit_parameter_count
@@ -30,7 +29,8 @@ def test_patchify_flattens_channel_first():
     assert torch.equal(patches[1, 4].reshape(3, 4, 4), x[1, :, 4:8, 4:8])
 
 
-@pytest.mark.parametrize("bad, message", [(torch.rand(28, 28), "(B, C, H, W)"), (torch.zeros(1, 1, 28, 28, dtype=torch.long), "float"),
+@pytest.mark.parametrize("bad, message", [(torch.rand(28, 28), "(B, C, H, W)"),
+                                          (torch.zeros(1, 1, 28, 28, dtype=torch.long), "float"),
                                           (torch.rand(1, 1, 30, 30), "not divisible")])
 def test_patchify_rejects_bad_input(bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -140,3 +140,40 @@ def test_image_processor_scales_rgb_images_to_unit_range():
     pixels = cu.vit.image_processor(28)(images=photo, return_tensors="pt")["pixel_values"]
     assert pixels.shape == (1, 3, 28, 28)
     assert torch.allclose(pixels[0], grey.float().expand(3, -1, -1) / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize("patch_size", [0, -2, 1.5])
+def test_patch_size_must_be_a_positive_int(patch_size):
+    """patch_size=0 used to end in a ZeroDivisionError."""
+    with pytest.raises(ValueError, match="patch_size: expected an int of at least 1"):
+        patchify(images(1), patch_size)
+    with pytest.raises(ValueError, match="patch_size"):
+        VisionTransformer(patch_size=patch_size)
+
+
+def test_patch_embedding_refuses_other_channel_counts_and_dtypes():
+    with pytest.raises(ValueError, match=r"images: expected 1 channel\(s\), \(B, 1, H, W\), got \(2, 3, 28, 28\)"):
+        VisionTransformer(embed_dim=8, depth=1, num_heads=2)(images(2, 3))
+    with pytest.raises(TypeError, match="images: expected torch.float32"):
+        VisionTransformer(embed_dim=8, depth=1, num_heads=2)(images(2).double())
+    with pytest.raises(ValueError, match="at least one channel"):
+        patchify(images(2, 0), 7)
+    with pytest.raises(ValueError, match=r"x: expected tokens shaped \(B, T, 8\)"):
+        EncoderBlock(8, 2)(torch.randn(5, 8))
+
+
+def test_attention_rollout_refuses_layers_that_do_not_match():
+    a = torch.softmax(torch.randn(2, 2, 5, 5), -1)
+    with pytest.raises(ValueError, match="all alike"):
+        attention_rollout([a, a[:, :, :4, :4]])
+    with pytest.raises(TypeError, match="one dtype"):
+        attention_rollout([a, a.double()])
+    with pytest.raises(ValueError, match="at least one head"):
+        attention_rollout([a[:, :0]])
+
+
+@pytest.mark.parametrize("id2label", [{i: str(i) for i in range(3)}, {i: str(i) for i in range(1, 11)}])
+def test_to_transformers_needs_one_label_per_output(id2label):
+    """A wrong label count used to fail deep inside load_state_dict (a size mismatch of the classifier)."""
+    with pytest.raises(ValueError, match=r"id2label: expected one name per output of the model's head, keys 0 to 9"):
+        cu.vit.to_transformers(VisionTransformer(depth=1), id2label)

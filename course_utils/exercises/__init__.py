@@ -1,11 +1,14 @@
 """A small framework for "write this function" exercises, and the checkers of each notebook.
 
 A learner's cell starts unsolved (its body is ``raise NotImplementedError``) and calls a
-checker, e.g. ``check_softmax(softmax)``. The checker prints one of:
+checker, e.g. ``check_softmax(softmax)``. The checker prints one line that starts with its verdict:
 
-- ``✅ softmax: passed``;
-- ``❌ softmax: <a specific hint>``: what is wrong, never a traceback from inside torch;
-- ``⏳ softmax: not attempted yet``: the notebook goes on (later cells use the library's version).
+- ``PASSED softmax``;
+- ``FAILED softmax: <a specific hint>``: what is wrong, never a traceback from inside torch;
+- ``TODO softmax: not attempted yet: ...``: the notebook goes on (later cells use the library's version).
+
+The verdicts are plain words, not emoji: they read the same in every font, terminal and log
+(minimal Linux and WSL often have no emoji font).
 
 It also returns a :class:`CheckResult`, which the tests use.
 
@@ -34,6 +37,10 @@ class NotAttempted(Exception):
     """The learner's function still raises ``NotImplementedError``."""
 
 
+# How each status is printed: a word, readable without colour or an emoji font.
+VERDICTS = {"passed": "PASSED", "failed": "FAILED", "not attempted": "TODO"}
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """The verdict of one checker: ``status`` is "passed", "failed" or "not attempted"."""
@@ -47,8 +54,10 @@ class CheckResult:
         return self.status == "passed"
 
     def __str__(self) -> str:
-        icon = {"passed": "✅", "failed": "❌", "not attempted": "⏳"}[self.status]
-        return f"{icon} {self.exercise}: {self.message or self.status}"
+        """``VERDICT exercise: message``, e.g. ``FAILED softmax: ...``; a plain pass is ``PASSED softmax``."""
+        plain_pass = self.passed and self.message in ("", "passed")
+        detail = "" if plain_pass else f": {self.message or self.status}"
+        return f"{VERDICTS[self.status]} {self.exercise}{detail}"
 
     def _ipython_display_(self) -> None:
         """Show nothing more in a notebook: the checker has printed the verdict already."""

@@ -126,9 +126,10 @@ def _step_case() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 STEP_MISTAKES: list[tuple[Callable[..., torch.Tensor], str]] = [
-    (lambda l, f: l.argmax(-1), "finished captions must get the padding id (PAD_ID), not a new word"),
-    (lambda l, f: torch.where(f, 0, l.argmin(-1)), "argmin picks the LEAST likely token: greedy takes the argmax"),
-    (lambda l, f: torch.where(f, 2, l.argmax(-1)), "finished captions get PAD_ID (0), not <eos> again"),
+    (lambda logits, f: logits.argmax(-1), "finished captions must get the padding id (PAD_ID), not a new word"),
+    (lambda logits, f: torch.where(f, 0, logits.argmin(-1)),
+     "argmin picks the LEAST likely token: greedy takes the argmax"),
+    (lambda logits, f: torch.where(f, 2, logits.argmax(-1)), "finished captions get PAD_ID (0), not <eos> again"),
 ]
 
 

@@ -145,8 +145,10 @@ def _with_logits(logits):
 
 
 CLIP_MISTAKES = (
-    (_one_direction, "only the image->text direction: average it with the text->image loss (cross-entropy of logits.T)"),
-    (_other_direction, "only the text->image direction: average it with the image->text loss (cross-entropy of logits)"),
+    (_one_direction,
+     "only the image->text direction: average it with the text->image loss (cross-entropy of logits.T)"),
+    (_other_direction,
+     "only the text->image direction: average it with the image->text loss (cross-entropy of logits)"),
     (_no_temperature, "the temperature is missing: multiply the cosine similarities by logit_scale.exp()"),
     (_scale_not_exp, "logit_scale holds log(1/T): multiply by logit_scale.exp(), not by logit_scale itself"),
     (_divided_by_scale, "multiply the similarities by logit_scale.exp() (= 1/T); do not divide by it"),

