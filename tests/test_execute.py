@@ -106,6 +106,7 @@ def test_clean_outputs_drops_widgets_and_progress_bars_but_keeps_the_rest():
     nbformat.validate(notebook)
 
 
+@pytest.mark.slow
 def test_execute_runs_top_to_bottom_and_saves(tmp_path, capsys):
     (tmp_path / "data.txt").write_text("41")
     path = _write(tmp_path / "01_demo.ipynb", _notebook(

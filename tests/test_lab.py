@@ -195,6 +195,7 @@ def test_free_port_is_free():
         s.bind(("127.0.0.1", port))  # raises if it were taken
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="process-group clean-up is POSIX-only")
 def test_lab_serves_the_course_notebooks(tmp_path):
     with running_lab(tmp_path) as lab:

@@ -169,6 +169,7 @@ def downloads(monkeypatch) -> list[str]:
     return asked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["refused", "stalled"])
 def test_dataset_download_that_fails_falls_back_in_time_and_the_session_stays_offline(
         server, request, data_dir, downloads, probes, monkeypatch, capsys):
@@ -294,6 +295,7 @@ def hub(tiny_folder, monkeypatch) -> Iterator[Callable[[str], None]]:
     _http.close_session()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["refused", "stalled"])
 def test_hub_load_that_fails_falls_back_in_time_and_the_session_stays_offline(
         server, request, hub, probes, monkeypatch, capsys):
@@ -336,6 +338,7 @@ def test_hub_without_the_model_keeps_the_session_online(hub, serve, capsys):
     assert len(lines) == 1 and lines[0].startswith(f"text encoder: could not load {HUB_MODEL} from the hub (")
 
 
+@pytest.mark.slow
 def test_notebook_hub_calls_after_hub_online_are_limited_too(hub, stalled):
     """Notebooks call transformers themselves once hub_online() says yes (and catch OSError)."""
     from transformers import AutoConfig

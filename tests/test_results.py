@@ -121,6 +121,7 @@ def _write_many(folder: str, value: float, times: int) -> None:
             record_results(plan, {"acc": value})
 
 
+@pytest.mark.slow
 def test_concurrent_writers_never_leave_a_broken_file(tmp_path):
     """Two kernels recording the same notebook at once (make execute while the lab runs): a reader
     always finds one whole record, never an empty or half-written file, and no temporary file is left."""
