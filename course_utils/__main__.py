@@ -7,6 +7,8 @@ Commands:
     results [--markdown | --all] [FOLDER]
                            each notebook's time at every run size and headline figures, as one table
     bench                  time the offline fallbacks against their targets
+    checkers [--write]     the exercise checkers: hidden cases, named mistakes, forbidden calls
+                           (``--write`` updates course_utils/exercises/CHECKERS.md)
     execute [PATH ...]     re-run notebooks top to bottom and save them (``make execute``)
 """
 from __future__ import annotations
@@ -28,6 +30,9 @@ def main(argv: list[str]) -> int:
     elif command == "bench":
         from .bench import main as bench_main
         return bench_main(args)
+    elif command == "checkers":
+        from .exercises import write_checker_table
+        return write_checker_table(args)
     elif command == "execute":
         from .execute import execute_all
         execute_all(args)

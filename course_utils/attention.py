@@ -2,6 +2,7 @@
 
 The results match :func:`torch.nn.functional.scaled_dot_product_attention` and
 :class:`torch.nn.MultiheadAttention` (``batch_first=True``); ``tests/test_attention.py`` checks it.
+:func:`split_heads` and :func:`merge_heads` cut tokens ``(B, T, D)`` into heads ``(B, H, T, D // H)`` and back.
 
 Masks follow torch's ``scaled_dot_product_attention``: a bool mask where True means "may attend",
 or a float mask added to the scores. An integer mask is refused with a ``TypeError`` (is its 1
@@ -11,6 +12,7 @@ output (torch returns NaN there).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -101,6 +103,40 @@ def causal_mask(t_q: int, t_k: int | None = None, device: torch.device | str | N
     return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril()
 
 
+def split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """``(B, T, D) -> (B, H, T, D // H)``: head h holds features ``h * D // H`` to ``(h + 1) * D // H - 1`` of
+    every token.
+
+    Raises ``TypeError`` when ``x`` is no tensor or ``num_heads`` no int, ``ValueError`` when ``x`` is not
+    3-d or ``num_heads`` is below 1 or does not divide D.
+    """
+    if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral):
+        raise TypeError(f"num_heads: expected an int, got {num_heads!r}")
+    num_heads = int(num_heads)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x: expected a tensor shaped (B, T, D), got a {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"x: expected a tensor shaped (B, T, D), got {tuple(x.shape)}"
+                         + ("; for one sequence (T, D) pass x[None]" if x.dim() == 2 else ""))
+    batch, length, dim = x.shape
+    if num_heads < 1 or dim % num_heads:
+        raise ValueError(f"num_heads: expected a divisor of x's last dim D = {dim} (at least 1), got {num_heads}")
+    return x.reshape(batch, length, num_heads, dim // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """``(B, H, T, Dh) -> (B, T, H * Dh)``: the inverse of :func:`split_heads`.
+
+    Raises ``TypeError`` when ``x`` is no tensor, ``ValueError`` when it is not 4-d.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x: expected heads shaped (B, H, T, Dh), got a {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x: expected heads shaped (B, H, T, Dh), got {tuple(x.shape)}")
+    batch, heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+
 def _combine(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     """Combine two masks: bool & bool stays bool; otherwise both become additive floats and add."""
     if a is None or b is None:
@@ -132,19 +168,17 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
     def split_heads(self, x: Tensor) -> Tensor:
-        """``(B, T, D) -> (B, H, T, D/H)``."""
+        """``(B, T, D) -> (B, H, T, D/H)``: :func:`split_heads` into this layer's heads."""
         self._check_tokens(x, "x")
-        b, t, _ = x.shape
-        return x.reshape(b, t, self.num_heads, self.embed_dim // self.num_heads).transpose(1, 2)
+        return split_heads(x, self.num_heads)
 
     def merge_heads(self, x: Tensor) -> Tensor:
-        """``(B, H, T, D/H) -> (B, T, D)``: the inverse of :meth:`split_heads`."""
+        """``(B, H, T, D/H) -> (B, T, D)``: the inverse of :meth:`split_heads` (:func:`merge_heads`)."""
         head_dim = self.embed_dim // self.num_heads
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.num_heads or x.shape[3] != head_dim:
             raise ValueError(f"x: expected heads shaped (B, {self.num_heads}, T, {head_dim}), "
                              f"got {_shape(x)}")
-        b, _, t, _ = x.shape
-        return x.transpose(1, 2).reshape(b, t, self.embed_dim)
+        return merge_heads(x)
 
     def _check_tokens(self, x: object, name: str) -> None:
         """Raise ``ValueError`` unless ``x`` is a tensor ``(B, T, D)`` with ``D = embed_dim``."""

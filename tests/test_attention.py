@@ -1,11 +1,18 @@
 """course_utils.attention against torch's scaled_dot_product_attention and MultiheadAttention."""
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from course_utils.attention import (
+    MultiHeadAttention,
+    causal_mask,
+    merge_heads,
+    scaled_dot_product_attention,
+    split_heads,
+)
 
 TOL = 1e-5
 SDPA_SEEDS = range(160)
@@ -271,3 +278,44 @@ def test_split_heads_of_no_tokens_and_causal_mask_lengths() -> None:
         mha.merge_heads(torch.randn(2, 5, 8))
     with pytest.raises(ValueError, match="t_q"):
         causal_mask(-1)
+
+
+def test_split_and_merge_heads_functions_match_the_layer() -> None:
+    x = torch.randn(2, 5, 12)
+    heads = split_heads(x, 3)
+    assert heads.shape == (2, 3, 5, 4)
+    assert torch.equal(heads[:, 1, 2], x[:, 2, 4:8])           # head 1, token 2 = features 4..7 of token 2
+    assert torch.equal(heads, MultiHeadAttention(12, 3).split_heads(x))
+    assert torch.equal(merge_heads(heads), x) and torch.equal(MultiHeadAttention(12, 3).merge_heads(heads), x)
+    assert torch.equal(merge_heads(heads.contiguous()), x)
+    assert split_heads(torch.randn(2, 0, 8), 2).shape == (2, 2, 0, 4)
+    assert merge_heads(torch.randn(1, 2, 3, 4)).shape == (1, 3, 8)
+
+
+@pytest.mark.parametrize("x, num_heads, error, message", [
+    (torch.randn(2, 5, 12), 5, ValueError, r"num_heads: expected a divisor of .* D = 12 \(at least 1\), got 5"),
+    (torch.randn(2, 5, 12), 0, ValueError, "num_heads: .* got 0"),
+    (torch.randn(2, 5, 12), -3, ValueError, "num_heads: .* got -3"),
+    (torch.randn(2, 5, 12), 2.0, TypeError, "num_heads: expected an int, got 2.0"),
+    (torch.randn(2, 5, 12), True, TypeError, "num_heads: expected an int, got True"),
+    (torch.randn(5, 12), 3, ValueError, r"x: expected a tensor shaped \(B, T, D\), got \(5, 12\); .* x\[None\]"),
+    (torch.randn(1, 2, 5, 12), 3, ValueError, r"x: expected a tensor shaped \(B, T, D\), got \(1, 2, 5, 12\)$"),
+    ([[1.0, 2.0]], 1, TypeError, "x: expected a tensor shaped .*, got a list"),
+])
+def test_split_heads_refuses_by_name(x, num_heads, error, message) -> None:
+    with pytest.raises(error, match=message):
+        split_heads(x, num_heads)
+
+
+@pytest.mark.parametrize("x, error, message", [
+    (torch.randn(2, 5, 12), ValueError, r"x: expected heads shaped \(B, H, T, Dh\), got \(2, 5, 12\)"),
+    (torch.randn(1, 2, 5, 3, 4), ValueError, r"x: expected heads shaped \(B, H, T, Dh\), got \(1, 2, 5, 3, 4\)"),
+    ((1, 2, 3, 4), TypeError, "x: expected heads shaped .*, got a tuple"),
+])
+def test_merge_heads_refuses_by_name(x, error, message) -> None:
+    with pytest.raises(error, match=message):
+        merge_heads(x)
+
+
+def test_split_heads_takes_a_numpy_int() -> None:
+    assert split_heads(torch.randn(1, 2, 6), np.int64(3)).shape == (1, 3, 2, 2)

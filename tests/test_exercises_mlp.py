@@ -2,9 +2,11 @@
 hint, and report a ``raise NotImplementedError`` stub as not attempted."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from course_utils.exercises import mlp
 
@@ -62,10 +64,12 @@ def test_checker_prints_its_verdict(capsys) -> None:
     assert "TODO accuracy" in capsys.readouterr().out
 
 
-def test_checkers_accept_torch_builtins() -> None:
-    assert mlp.check_stable_softmax(lambda x: torch.softmax(x, dim=-1), quiet=True).passed
-    assert mlp.check_cross_entropy(nn.functional.cross_entropy, quiet=True).passed
+def test_torch_builtins() -> None:
     assert mlp.check_accuracy(lambda x, y: (x.argmax(1) == y).float().mean(), quiet=True).passed
+    for loss in (F.cross_entropy, nn.CrossEntropyLoss(), lambda x, y: F.nll_loss(F.log_softmax(x, dim=-1), y)):
+        result = mlp.check_cross_entropy(loss, quiet=True)
+        assert result.status == "failed"
+        assert "`F.cross_entropy`" in result.message or "`F.nll_loss`" in result.message, result.message
 
 
 def test_make_mlp_check_leaves_the_global_random_state_alone() -> None:
@@ -74,6 +78,14 @@ def test_make_mlp_check_leaves_the_global_random_state_alone() -> None:
     torch.manual_seed(123)
     mlp.check_make_mlp(mlp.make_mlp, quiet=True)
     torch.testing.assert_close(torch.rand(3), before)
+
+
+@pytest.mark.parametrize("checker, reference, hidden", [(mlp.check_cross_entropy, mlp.cross_entropy, 3),
+                                                       (mlp.check_accuracy, mlp.accuracy, 3),
+                                                       (mlp.check_make_mlp, mlp.make_mlp, 2)])
+def test_checkers_run_their_hidden_cases(checker, reference, hidden) -> None:
+    assert checker(reference, quiet=True).passed
+    assert checker.hidden_cases_run == hidden
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +131,8 @@ def softmax_column_max(x):
 
 
 def softmax_returns_log(x):
-    return x - x.logsumexp(dim=-1, keepdim=True)
+    shifted = x - x.max(dim=-1, keepdim=True).values
+    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
 
 
 def softmax_forgets_return(x):
@@ -136,14 +149,24 @@ def softmax_numpy(x):
     (softmax_dim0, ["dim 0", "sum to 1"]),
     (softmax_dim1, ["dim 1", "dim=-1"]),
     (softmax_unnormalised, ["not normalised"]),
-    (softmax_no_keepdim, ["keepdim=True", "max()"]),
-    (softmax_sum_no_keepdim, ["keepdim=True", "sum()"]),
     (softmax_column_max, ["each column's max"]),
     (softmax_returns_log, ["log-probabilities"]),
     (softmax_forgets_return, ["forget to return"]),
     (lambda x: x, ["differs from the reference"]),
 ])
 def test_stable_softmax_rejects(answer, words) -> None:
+    result = mlp.check_stable_softmax(answer, quiet=True)
+    assert result.status == "failed"
+    for word in words:
+        assert word in result.message, result.message
+
+
+@pytest.mark.parametrize("answer, words", [
+    (softmax_no_keepdim, ["keepdim=True", "max()"]),
+    (softmax_sum_no_keepdim, ["keepdim=True", "sum()"]),
+    (lambda x: x - x.logsumexp(dim=-1, keepdim=True), ["log-probabilities"]),
+])
+def test_stable_softmax_names_broadcasting_and_log_mistakes(answer, words) -> None:
     result = mlp.check_stable_softmax(answer, quiet=True)
     assert result.status == "failed"
     for word in words:
@@ -196,7 +219,9 @@ def ce_raw_logits(x, y):
 
 
 def ce_log_of_softmax(x, y):
-    return -torch.softmax(x, dim=-1)[torch.arange(len(y)), y].log().mean()
+    probs = (x - x.max(dim=-1, keepdim=True).values).exp()
+    probs = probs / probs.sum(dim=-1, keepdim=True)
+    return -probs[torch.arange(len(y)), y].log().mean()
 
 
 def ce_all_classes(x, y):
@@ -205,6 +230,10 @@ def ce_all_classes(x, y):
 
 def ce_wrong_dim(x, y):
     return -(x - x.logsumexp(dim=0, keepdim=True))[torch.arange(len(y)), y].mean()
+
+
+def ce_swapped(x, y):
+    return -log_softmax(x)[y, torch.arange(len(y))].mean()
 
 
 @pytest.mark.parametrize("answer, words", [
@@ -217,13 +246,79 @@ def ce_wrong_dim(x, y):
     (ce_log_of_softmax, ["log(0)", "log-softmax"]),
     (ce_all_classes, ["every class", "true class"]),
     (ce_wrong_dim, ["wrong dim", "dim=-1"]),
+    (ce_swapped, ["rows and columns swapped", "ce_swapped"]),
     (lambda x, y: "0.5", ["expected a number"]),
+    (lambda x, y: mlp.cross_entropy(x, y) + 0.1, ["4 examples, 5 classes", "larger than the reference"]),
 ])
 def test_cross_entropy_rejects(answer, words) -> None:
     result = mlp.check_cross_entropy(answer, quiet=True)
     assert result.status == "failed"
     for word in words:
         assert word in result.message, result.message
+
+
+@pytest.mark.parametrize("mistake", mlp.CROSS_ENTROPY_MISTAKES, ids=lambda m: m.name)
+def test_cross_entropy_names_each_mistake(mistake) -> None:
+    result = mlp.check_cross_entropy(mistake.compute, quiet=True)
+    assert result.status == "failed" and result.message == mistake.hint
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x, y: mlp.cross_entropy(x.double(), y),
+    lambda x, y: mlp.cross_entropy(x, y).reshape(1),
+    lambda x, y: -(x - x.logsumexp(dim=1, keepdim=True)).gather(1, y[:, None]).mean(),
+])
+def test_cross_entropy_accepts_valid_alternatives(answer) -> None:
+    assert mlp.check_cross_entropy(answer, quiet=True).passed
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x, y: mlp.cross_entropy(x, y).detach(),
+    lambda x, y: mlp.cross_entropy(x.detach(), y),
+    lambda x, y: torch.tensor(mlp.cross_entropy(x, y).item()),
+    lambda x, y: np.float32(mlp.cross_entropy(x, y).item()),
+    lambda x, y: np.float64(-np.mean(log_softmax(x.detach().double()).numpy()[np.arange(len(y)), y.numpy()])),
+])
+def test_cross_entropy_rejects_a_loss_without_gradients(answer) -> None:
+    result = mlp.check_cross_entropy(answer, quiet=True)
+    assert result.status == "failed"
+    assert "autograd" in result.message or "no gradient" in result.message, result.message
+    assert "expected a number" not in result.message
+
+
+def test_cross_entropy_rejects_changing_the_logits_in_place() -> None:
+    def in_place(logits, labels):
+        logits -= logits.max(dim=-1, keepdim=True).values
+        return mlp.cross_entropy(logits, labels)
+
+    result = mlp.check_cross_entropy(in_place, quiet=True)
+    assert result.status == "failed" and "changed its input `logits` in place" in result.message
+
+
+def test_cross_entropy_rejects_a_hard_coded_answer() -> None:
+    fixed = [(case.args, mlp.cross_entropy(*case.args)) for case in mlp.CROSS_ENTROPY_CASES]
+
+    def hard_coded(logits, labels):
+        return next((loss for (x, y), loss in fixed if x.shape == logits.shape and torch.equal(x, logits)), fixed[0][1])
+
+    result = mlp.check_cross_entropy(hard_coded, quiet=True)
+    assert result.status == "failed" and "a hidden case" in result.message
+
+
+def test_cross_entropy_names_a_mistake_only_when_it_matches_every_case() -> None:
+    def sign_on_the_first_case_only(logits, labels):
+        if logits.shape == (4, 5):
+            return -mlp.cross_entropy(logits, labels)
+        return mlp.cross_entropy(logits, labels) * 2
+
+    result = mlp.check_cross_entropy(sign_on_the_first_case_only, quiet=True)
+    assert result.status == "failed" and "sign" not in result.message, result.message
+
+
+def test_cross_entropy_hidden_cases_sometimes_have_logits_far_apart() -> None:
+    generator = torch.Generator().manual_seed(0)
+    scales = [float(mlp._hidden_logits(generator)[0][0].abs().max()) for _ in range(12)]
+    assert min(scales) < 20 < 100 < max(scales)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,13 +334,74 @@ def test_cross_entropy_rejects(answer, words) -> None:
     (lambda x, y: 100 * (x.argmax(dim=1) == y).float().mean().item(), ["percentage"]),
     (lambda x, y: (x.argmax(dim=1) != y).float().mean().item(), ["error rate"]),
     (lambda x, y: (x.argmin(dim=1) == y).float().mean().item(), ["argmin", "argmax"]),
+    (lambda x, y: (x.argmax() == y).float().mean().item(), ["without dim=", "argmax(dim=1)"]),
     (lambda x, y: (x.softmax(dim=1) == y).float().mean(dim=1), ["one number"]),
+    (lambda x, y: "0.5", ["expected a number"]),
 ])
 def test_accuracy_rejects(answer, words) -> None:
     result = mlp.check_accuracy(answer, quiet=True)
     assert result.status == "failed"
     for word in words:
         assert word in result.message, result.message
+
+
+@pytest.mark.parametrize("mistake", mlp.ACCURACY_MISTAKES, ids=lambda m: m.name)
+def test_accuracy_names_each_mistake(mistake) -> None:
+    result = mlp.check_accuracy(mistake.compute, quiet=True)
+    assert result.status == "failed" and result.message == mistake.hint
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x, y: (x.argmax(dim=1) == y).float().mean(),
+    lambda x, y: (x.argmax(dim=1) == y).double().mean().reshape(1),
+    lambda x, y: np.float32(mlp.accuracy(x, y)),
+    lambda x, y: np.mean(x.numpy().argmax(axis=1) == y.numpy()),
+    lambda x, y: sum(int(p == t) for p, t in zip(x.argmax(dim=1).tolist(), y.tolist())) / len(y),
+])
+def test_accuracy_accepts_valid_alternatives(answer) -> None:
+    assert mlp.check_accuracy(answer, quiet=True).passed
+
+
+def test_accuracy_names_a_mistake_only_when_it_matches_every_case() -> None:
+    first = mlp.ACCURACY_CASES[0].args
+    argmin_on_the_first_case = (first[0].argmin(dim=1) == first[1]).float().mean().item()
+    assert argmin_on_the_first_case != mlp.accuracy(*first)
+    result = mlp.check_accuracy(lambda x, y: argmin_on_the_first_case, quiet=True)
+    assert result.status == "failed" and "argmin" not in result.message, result.message
+
+
+def test_accuracy_hints_never_give_the_expected_value() -> None:
+    want = mlp.accuracy(*mlp.ACCURACY_CASES[0].args)
+    result = mlp.check_accuracy(lambda x, y: 0.123, quiet=True)
+    assert result.status == "failed" and f"{want:.6g}" not in result.message and "0.123" in result.message
+
+
+def test_accuracy_rejects_changing_the_logits_in_place() -> None:
+    def in_place(logits, labels):
+        result = mlp.accuracy(logits, labels)
+        logits.zero_()
+        return result
+
+    result = mlp.check_accuracy(in_place, quiet=True)
+    assert result.status == "failed" and "changed its input `logits` in place" in result.message
+
+
+def test_accuracy_rejects_a_hard_coded_answer() -> None:
+    fixed = [(case.args[0].shape, mlp.accuracy(*case.args)) for case in mlp.ACCURACY_CASES]
+
+    def hard_coded(logits, labels):
+        return dict(fixed).get(logits.shape, fixed[0][1])
+
+    result = mlp.check_accuracy(hard_coded, quiet=True)
+    assert result.status == "failed" and "a hidden case" in result.message
+
+
+def test_accuracy_hidden_cases_have_many_examples() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        (logits, labels), _ = mlp._hidden_scores(generator)
+        assert 20 <= len(logits) <= 60 and logits.shape[1] < len(logits) and labels.shape == (len(logits),)
+        assert 0 < mlp.accuracy(logits, labels) < 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +455,7 @@ def mlp_no_bias(hidden):
     (mlp_no_output_layer, ["Linear layers", "found 1"]),
     (mlp_wrong_widths, ["784 -> 64 -> 10", "(784, 128)"]),
     (mlp_one_relu_only, ["1 non-linearities for 2 hidden layers"]),
-    (mlp_no_bias, ["bias"]),
+    (mlp_no_bias, ["bias", "fewer"]),
     (lambda hidden: [nn.Linear(784, 10)], ["nn.Module"]),
 ])
 def test_make_mlp_rejects(answer, words) -> None:
@@ -307,3 +463,68 @@ def test_make_mlp_rejects(answer, words) -> None:
     assert result.status == "failed"
     for word in words:
         assert word in result.message, result.message
+
+
+class TwoLayerFunctional(nn.Module):
+    """A valid alternative: the same layers, the ReLU from torch.nn.functional."""
+
+    def __init__(self, hidden_sizes):
+        super().__init__()
+        widths = [784, *hidden_sizes, 10]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, images):
+        x = images.flatten(1)
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return self.layers[-1](x)
+
+
+def mlp_with_dropout(hidden_sizes):
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip([784, *hidden_sizes], hidden_sizes):
+        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(0.1)]
+    return nn.Sequential(*layers, nn.Linear(([784, *hidden_sizes])[-1], 10))
+
+
+@pytest.mark.parametrize("answer", [TwoLayerFunctional, mlp_with_dropout])
+def test_make_mlp_accepts_valid_alternatives(answer) -> None:
+    result = mlp.check_make_mlp(answer, quiet=True)
+    assert result.passed, result.message
+
+
+def test_make_mlp_rejects_changing_hidden_sizes_in_place() -> None:
+    def appends(hidden_sizes):
+        hidden_sizes.append(10)
+        return mlp.make_mlp(hidden_sizes[:-1])
+
+    result = mlp.check_make_mlp(appends, quiet=True)
+    assert result.status == "failed" and "changed its input `hidden_sizes` in place" in result.message
+
+
+def test_make_mlp_rejects_the_library_mlp() -> None:
+    from course_utils.models import MLP
+
+    result = mlp.check_make_mlp(lambda hidden_sizes: MLP(hidden=tuple(hidden_sizes), dropout=0.0), quiet=True)
+    assert result.status == "failed" and "MLP.__init__" in result.message
+
+
+def test_make_mlp_rejects_a_hard_coded_answer() -> None:
+    def hard_coded(hidden_sizes):
+        return mlp.make_mlp(hidden_sizes if list(hidden_sizes) in mlp.MLP_SIZES else [64])
+
+    result = mlp.check_make_mlp(hard_coded, quiet=True)
+    assert result.status == "failed" and "a hidden case" in result.message
+
+
+def test_make_mlp_names_the_learners_line_when_forward_fails() -> None:
+    class Broken(nn.Module):
+        def __init__(self, hidden_sizes):
+            super().__init__()
+            self.flatten, self.linear = nn.Flatten(), mlp.make_mlp(hidden_sizes)
+
+        def forward(self, images):
+            return self.linear(images).undefined_method()
+
+    result = mlp.check_make_mlp(Broken, quiet=True)
+    assert result.status == "failed" and "AttributeError" in result.message and "forward" in result.message

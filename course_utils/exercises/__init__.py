@@ -8,146 +8,108 @@ checker, e.g. ``check_softmax(softmax)``. The checker prints one line that start
 - ``TODO softmax: not attempted yet: ...``: the notebook goes on (later cells use the library's version).
 
 The verdicts are plain words, not emoji: they read the same in every font, terminal and log
-(minimal Linux and WSL often have no emoji font).
+(minimal Linux and WSL often have no emoji font). The checker also returns a :class:`CheckResult`.
 
-It also returns a :class:`CheckResult`, which the tests use.
+Every checker holds the learner's code to the same rules, strict enough to grade with:
+
+- it runs on fixed cases and on hidden ones drawn afresh each run (``seed=`` repeats a run), so a
+  hard-coded answer fails; hints describe the inputs and the learner's result, never the expected output;
+- each input is compared before and after the call: an answer that edits its input in place fails;
+- the functions an exercise forbids (``torch.softmax`` in a softmax exercise) are caught during the call;
+- losses and differentiable layers are run backward and their gradients compared;
+- a call that runs past the time limit (``time_limit=``, 10 s by default) is stopped;
+- an error names the learner's own line; a wrong answer that matches a typical mistake on every case
+  gets that mistake's hint;
+- valid alternatives pass: float64 results, numpy scalars, one-element tensors.
+
+``CHECKERS.md`` beside this file lists every checker with its hidden cases, named mistakes and
+forbidden functions (``python -m course_utils checkers`` prints it).
 
 Writing a checker::
 
-    @exercise("softmax")
+    @exercise("softmax", solution=reference_softmax, hidden=3, mistakes=MISTAKES, forbidden=[torch.softmax])
     def check_softmax(answer):
-        got = call(answer, torch.tensor([[1.0, 2.0]]))
-        expect_close(got, reference, "softmax of [[1, 2]]")
-        if ...: raise Hint("each row must sum to 1")
+        cases = [Case((torch.tensor([[1.0, 2.0]]),), "softmax of [[1, 2]]")]
+        cases += hidden_cases(lambda g: ((torch.randn(3, 4, generator=g),), "x (3, 4)"), 3)
+        check_cases(answer, cases, reference_softmax, mistakes=MISTAKES)
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+import importlib
+from pathlib import Path
 
-import torch
+from .calling import TimeLimit, argument_names, call, describe, display_name, forbidden_functions
+from .checking import (
+    CHECKERS,
+    TIME_LIMIT,
+    VERDICTS,
+    CheckerInfo,
+    CheckResult,
+    Hint,
+    Mistake,
+    NotAttempted,
+    exercise,
+    hidden_generator,
+    session,
+)
+from .comparing import (
+    Case,
+    as_int,
+    as_number,
+    check_cases,
+    expect_close,
+    expect_gradients,
+    expect_tensor,
+    hidden_cases,
+    name_mistake,
+    same,
+)
 
+NOTEBOOKS = {"mlp": "01", "cnn": "02", "vit": "03", "bert": "04", "attention": "05", "fusion": "06"}
 
-class Hint(Exception):
-    """Raised inside a checker: the message is the hint shown to the learner."""
-
-
-class NotAttempted(Exception):
-    """The learner's function still raises ``NotImplementedError``."""
-
-
-# How each status is printed: a word, readable without colour or an emoji font.
-VERDICTS = {"passed": "PASSED", "failed": "FAILED", "not attempted": "TODO"}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The verdict of one checker: ``status`` is "passed", "failed" or "not attempted"."""
-
-    exercise: str
-    status: str
-    message: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    def __str__(self) -> str:
-        """``VERDICT exercise: message``, e.g. ``FAILED softmax: ...``; a plain pass is ``PASSED softmax``."""
-        plain_pass = self.passed and self.message in ("", "passed")
-        detail = "" if plain_pass else f": {self.message or self.status}"
-        return f"{VERDICTS[self.status]} {self.exercise}{detail}"
-
-    def _ipython_display_(self) -> None:
-        """Show nothing more in a notebook: the checker has printed the verdict already."""
+__all__ = ["CHECKERS", "TIME_LIMIT", "VERDICTS", "Case", "CheckResult", "CheckerInfo", "Hint", "Mistake",
+           "NotAttempted", "TimeLimit", "all_checkers", "argument_names", "as_int", "as_number", "call", "check_cases",
+           "checker_table", "describe", "display_name", "exercise", "expect_close", "expect_gradients",
+           "expect_tensor", "forbidden_functions", "hidden_cases", "hidden_generator", "name_mistake", "same",
+           "session"]
 
 
-def exercise(name: str) -> Callable[[Callable[..., None]], Callable[..., CheckResult]]:
-    """Turn ``check(answer, ...)``, which raises :class:`Hint` on a wrong answer, into a checker."""
-
-    def decorate(check: Callable[..., None]) -> Callable[..., CheckResult]:
-        @functools.wraps(check)
-        def checker(answer: Any, *args: Any, quiet: bool = False, **kwargs: Any) -> CheckResult:
-            try:
-                check(answer, *args, **kwargs)
-                result = CheckResult(name, "passed", "passed")
-            except NotAttempted:
-                result = CheckResult(name, "not attempted",
-                                     "not attempted yet: replace `raise NotImplementedError` with your code")
-            except Hint as hint:
-                result = CheckResult(name, "failed", str(hint))
-            except Exception as error:  # the answer broke the check itself: still a hint, not a traceback
-                result = CheckResult(name, "failed", f"could not check your answer ({type(error).__name__}: "
-                                                     f"{error}); does it return what the exercise asks for?")
-            if not quiet:
-                print(result)
-            return result
-
-        return checker
-
-    return decorate
+def all_checkers() -> list[CheckerInfo]:
+    """Every checker of the course's notebooks (importing each notebook's module of checkers), notebook by
+    notebook, each notebook's in the order they are defined."""
+    for module in NOTEBOOKS:
+        importlib.import_module(f"{__name__}.{module}")
+    ours = [info for info in CHECKERS if info.module.startswith(f"{__name__}.")]
+    return sorted(ours, key=lambda info: NOTEBOOKS[info.module.rsplit(".", 1)[1]])  # in notebook order
 
 
-def describe(value: Any) -> str:
-    """A short description of a value for hints: tensors by dtype and shape."""
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return repr(value)
-    return f"a {type(value).__name__}"
+def checker_table() -> str:
+    """The markdown table of ``CHECKERS.md``: each checker's hidden cases, named mistakes and forbidden calls."""
+    lines = ["# The exercise checkers", "",
+             "Generated by `python -m course_utils checkers --write`; a test keeps it up to date. Every checker",
+             "also rejects inputs changed in place, stops calls past the time limit and names the learner's line",
+             "when their code raises (see `course_utils/exercises/__init__.py`).", "",
+             "| notebook | checker | hidden cases | gradients | forbidden calls | named mistakes |",
+             "|---|---|---|---|---|---|"]
+    for info in all_checkers():
+        notebook = NOTEBOOKS[info.module.rsplit(".", 1)[1]]
+        forbidden = ", ".join(f"`{display_name(f)}`" for f, _ in forbidden_functions(info.forbidden)) or "none"
+        mistakes = "; ".join(m.name for m in info.mistakes) or "none"
+        lines.append(f"| {notebook} | `{info.name}` | {info.hidden} | {'yes' if info.gradients else 'no'} "
+                     f"| {forbidden} | {mistakes} |")
+    return "\n".join(lines) + "\n"
 
 
-def call(answer: Callable[..., Any], *args: Any, known_errors: Mapping[str, str] | None = None,
-         **kwargs: Any) -> Any:
-    """Call the learner's function; turn its exceptions into hints (or :class:`NotAttempted`).
-
-    Args:
-        known_errors: ``{piece of an error message: what it means}`` for the errors an exercise's
-            learners often hit; a matching error becomes that plain hint.
-    """
-    if not callable(answer):
-        raise Hint(f"expected a function, got {describe(answer)}")
-    try:
-        return answer(*args, **kwargs)
-    except NotImplementedError as error:
-        raise NotAttempted from error
-    except Exception as error:  # the learner's code failed: say where, not a traceback
-        for fragment, meaning in (known_errors or {}).items():
-            if fragment in str(error):
-                raise Hint(meaning) from None
-        inputs = ", ".join(describe(a) for a in args)
-        raise Hint(f"calling it with ({inputs}) raised {type(error).__name__}: {error}") from None
-
-
-def expect_tensor(got: Any, shape: tuple[int, ...], what: str) -> torch.Tensor:
-    """Check that ``got`` is a floating tensor of ``shape``; return it."""
-    if not isinstance(got, torch.Tensor):
-        raise Hint(f"{what}: expected a tensor, got {describe(got)} (did you forget to return it?)")
-    if tuple(got.shape) != tuple(shape):
-        raise Hint(f"{what}: expected shape {tuple(shape)}, got {tuple(got.shape)}")
-    return got
-
-
-def expect_close(got: torch.Tensor, want: torch.Tensor, what: str, atol: float = 1e-5) -> None:
-    """Check ``got`` against the reference ``want``; the hint says where and by how much they differ."""
-    got = expect_tensor(got, tuple(want.shape), what)
-    if not torch.isfinite(got).all():
-        bad = (~torch.isfinite(got)).nonzero()[0].tolist()
-        raise Hint(f"{what}: your result has inf or NaN (first at index {bad}); is something overflowing?")
-    diff = (got.detach().double() - want.double()).abs()
-    if float(diff.max()) > atol:
-        where = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
-        raise Hint(f"{what}: differs from the reference by up to {float(diff.max()):.3g} "
-                   f"(at index {where}: yours {float(got[where]):.6g}, expected {float(want[where]):.6g})")
-
-
-def name_mistake(mistakes: Sequence[tuple[Callable[..., Any], str]], cases: Sequence[tuple],
-                 got: list[Any], want: list[Any]) -> None:
-    """Raise the hint of the typical mistake that gives exactly ``got`` on every case.
-
-    ``mistakes`` holds ``(wrong_solution, hint)`` pairs; each wrong solution takes a case's arguments.
-    """
-    for mistake, hint in mistakes:
-        if got != want and all(g == mistake(*case) for case, g in zip(cases, got)):
-            raise Hint(hint)
+def write_checker_table(args: list[str]) -> int:
+    """``python -m course_utils checkers [--write]``: print the table, or write it to ``CHECKERS.md``."""
+    if args not in ([], ["--write"]):
+        print("usage: python -m course_utils checkers [--write]")
+        return 2
+    table = checker_table()
+    if args:
+        path = Path(__file__).with_name("CHECKERS.md")
+        path.write_text(table, encoding="utf-8")
+        print(f"wrote {path}")
+    else:
+        print(table, end="")
+    return 0

@@ -4,18 +4,24 @@
 - :func:`check_conv_output_size`: the output-size formula ``floor((n + 2p - k) / s) + 1``;
 - :func:`check_conv_param_count`: how many parameters an ``nn.Conv2d`` holds.
 
-Each checker runs the learner's function on a few inputs, compares with the reference, and when
-the answer matches a known mistake (a flipped kernel, a forgotten ``+ 1``...) says which one.
+Each checker runs the learner's function on fixed cases and on hidden random ones, compares with
+the reference, and when the answer matches a known mistake (a flipped kernel, a forgotten ``+ 1``...)
+on every case says which one.
 """
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from . import Hint, call, describe, exercise, expect_close, expect_tensor, name_mistake
+from . import Case, Hint, Mistake, as_int, as_number, check_cases, describe, exercise, expect_tensor, hidden_cases, same
+
+__all__ = ["conv2d_loops", "conv_output_size", "conv_param_count", "check_conv2d_loops", "check_conv_output_size",
+           "check_conv_param_count"]
 
 # ---------------------------------------------------------------------------------------------
 # Reference solutions
@@ -62,143 +68,191 @@ def conv_param_count(in_channels: int, out_channels: int, k: int, bias: bool = T
     return out_channels * in_channels * k * k + (out_channels if bias else 0)
 
 
+def _draw(generator: torch.Generator, *ranges: tuple[int, int]) -> list[int]:
+    """One random int from each ``[low, high)`` range (for the hidden cases)."""
+    return [int(torch.randint(low, high, (), generator=generator)) for low, high in ranges]
+
+
 # ---------------------------------------------------------------------------------------------
 # conv2d_loops
 # ---------------------------------------------------------------------------------------------
 
-def _conv_inputs(seed: int, c_in: int, c_out: int, h: int, w: int, kh: int, kw: int):
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """What ``F.conv2d`` gives for one image, one kernel offset at a time (the checkers' reference, and the
+    mistakes' start): x ``(C_in, H, W)``, w ``(C_out, C_in, kH, kW)``, b ``(C_out,)`` or None -> ``(C_out, H', W')``."""
+    c_out, _, kh, kw = w.shape
+    h_out, w_out = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    out = sum(torch.einsum("chw,oc->ohw", x[:, u:u + h_out, v:v + w_out], w[:, :, u, v])
+              for u in range(kh) for v in range(kw))
+    return out if b is None else out + b[:, None, None]
+
+
+_FLIPPED = ("you flipped the kernel: that is the textbook convolution. A deep-learning 'convolution' (nn.Conv2d) is a "
+            "cross-correlation: multiply x[c, i+u, j+v] by w[o, c, u, v] with the kernel as it is, no flip")
+_ALL_CHANNELS = "each output must sum over ALL input channels: out[o, i, j] = b[o] + the sum over c, u, v of " \
+                "x[c, i+u, j+v] * w[o, c, u, v]"
+_OFF_BY_ONE = "off by one. A kernel of size k fits at H - k + 1 positions (the last one starts at H - k)"
+
+CONV_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("flipped kernel", lambda x, w, b: _conv(x, w.flip(-2, -1), b), _FLIPPED),
+    Mistake("flipped kernel, no bias", lambda x, w, b: _conv(x, w.flip(-2, -1), None),
+            f"{_FLIPPED}; and add the bias b[o] to every output of channel o"),
+    Mistake("no bias", lambda x, w, b: _conv(x, w, None), "the bias is missing: add b[o] to every output of channel o"),
+    Mistake("first input channel only", lambda x, w, b: _conv(x[:1], w[:, :1], b),
+            f"your result uses only the first input channel; {_ALL_CHANNELS}"),
+    Mistake("channels averaged", lambda x, w, b: _conv(x, w, None) / x.shape[0] + b[:, None, None],
+            f"you averaged over the input channels; {_ALL_CHANNELS}"),
+    Mistake("one position short", lambda x, w, b: _conv(x, w, b)[:, :-1, :-1],
+            f"your output is one row and one column short: {_OFF_BY_ONE}"),
+)
+
+CONV_FORBIDDEN = (F.conv2d, torch.convolution, F.unfold, torch.Tensor.unfold, nn.Conv2d.forward)
+
+
+def _conv_case(seed: int, c_in: int, c_out: int, h: int, w: int, kh: int, kw: int, what: str) -> Case:
+    """A fixed case: random x ``(c_in, h, w)``, w ``(c_out, c_in, kh, kw)``, b ``(c_out,)`` from ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(c_in, h, w, generator=g), torch.randn(c_out, c_in, kh, kw, generator=g),
-            torch.randn(c_out, generator=g))
+    return Case((torch.randn(c_in, h, w, generator=g), torch.randn(c_out, c_in, kh, kw, generator=g),
+                 torch.randn(c_out, generator=g)), what)
 
 
-def _close(got: torch.Tensor, want: torch.Tensor) -> bool:
-    return tuple(got.shape) == tuple(want.shape) and torch.allclose(got.detach().double(), want.double(), atol=1e-4)
+CONV_CASES: tuple[Case, ...] = (
+    _conv_case(0, 2, 3, 5, 6, 3, 3, "x (2, 5, 6), w (3, 2, 3, 3)"),
+    _conv_case(1, 3, 2, 6, 5, 2, 3, "x (3, 6, 5) with a 2x3 kernel w (2, 3, 2, 3)"),
+)
 
 
-def _diagnose_conv(got: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> None:
-    """Raise the hint of the first known mistake that ``got`` matches."""
-    flipped = F.conv2d(x[None], w.flip(-2, -1), b)[0]
-    if _close(got, flipped) or _close(got, flipped - b[:, None, None]):
-        raise Hint("you flipped the kernel: that is the textbook convolution. A deep-learning 'convolution' "
-                   "(nn.Conv2d) is a cross-correlation: multiply x[c, i+u, j+v] by w[o, c, u, v] with the "
-                   "kernel as it is, no flip")
-    plain = F.conv2d(x[None], w)[0]
-    if _close(got, plain):
-        raise Hint("the bias is missing: add b[o] to every output of channel o")
-    singles = [F.conv2d(x[None, c:c + 1], w[:, c:c + 1], b)[0] for c in range(x.shape[0])]
-    singles += [F.conv2d(x[None, c:c + 1], w[:, c:c + 1])[0] for c in range(x.shape[0])]
-    mean = F.conv2d(x[None], w)[0] / x.shape[0] + b[:, None, None]
-    if any(_close(got, s) for s in singles) or _close(got, mean):
-        raise Hint("each output must sum over ALL input channels: out[o, i, j] = b[o] + the sum over c, u, v "
-                   "of x[c, i+u, j+v] * w[o, c, u, v] (your result uses only one channel, or averages them)")
+def _hidden_conv(generator: torch.Generator) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], str]:
+    """Random sizes: 1..3 channels in and out, kernels 1..3 on each side (often not square), 3..6 outputs a side."""
+    c_in, c_out, kh, kw, extra_h, extra_w = _draw(generator, *[(1, 4)] * 4, (2, 6), (2, 6))
+    h, w = kh + extra_h, kw + extra_w
+    args = (torch.randn(c_in, h, w, generator=generator), torch.randn(c_out, c_in, kh, kw, generator=generator),
+            torch.randn(c_out, generator=generator))
+    return args, f"x ({c_in}, {h}, {w}), w ({c_out}, {c_in}, {kh}, {kw})"
 
 
-def _check_conv_shape(got: torch.Tensor, want: tuple[int, ...], sizes: tuple[int, int, int, int], what: str) -> None:
-    """Raise a hint naming the mistake when ``got`` has the wrong shape (off by one, kH/kW mixed up)."""
-    if tuple(got.shape) == want:
+def _same_conv(got: Any, want: Any) -> bool:
+    """:func:`same` with the tolerance of float32 sums in another order."""
+    return same(got, want, atol=1e-4)
+
+
+def _explain_conv_shape(got: Any, want: torch.Tensor, case: Case) -> None:
+    """Raise a hint naming the mistake when ``got`` is not a tensor of ``want``'s shape (off by one, kH/kW mixed)."""
+    expected = tuple(want.shape)
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) == expected:
         return
-    h, w, kh, kw = sizes
+    x, w, _ = case.args
+    h, width, kh, kw = x.shape[1], x.shape[2], w.shape[2], w.shape[3]
     shape = tuple(got.shape)
-    if got.ndim == 3 and shape[0] == want[0]:
-        if shape[1:] in ((h - kh, w - kw), (h - kh + 2, w - kw + 2)):
-            raise Hint(f"{what}: expected an output of shape {want}, got {shape}: off by one. A kernel of size "
-                       "k fits at H - k + 1 positions (the last one starts at H - k)")
-        if kh != kw and shape[1:] in ((h - kh + 1, w - kh + 1), (h - kw + 1, w - kw + 1)):
-            raise Hint(f"{what}: expected an output of shape {want}, got {shape}: the height comes from H and "
+    if got.ndim == 3 and shape[0] == expected[0]:
+        if shape[1:] in ((h - kh, width - kw), (h - kh + 2, width - kw + 2)):
+            raise Hint(f"{case.what}: expected an output of shape {expected}, got {shape}: {_OFF_BY_ONE}")
+        if kh != kw and shape[1:] in ((h - kh + 1, width - kh + 1), (h - kw + 1, width - kw + 1)):
+            raise Hint(f"{case.what}: expected an output of shape {expected}, got {shape}: the height comes from H and "
                        "kH = w.shape[2], the width from W and kW = w.shape[3]")
-    expect_tensor(got, want, what)
+    expect_tensor(got, expected, case.what)
 
 
-@exercise("conv2d_loops")
+@exercise("conv2d_loops", solution=conv2d_loops, hidden=2, mistakes=CONV_MISTAKES, forbidden=CONV_FORBIDDEN)
 def check_conv2d_loops(answer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-    """Check ``answer(x (C_in, H, W), w (C_out, C_in, kH, kW), b (C_out,))`` against ``F.conv2d``."""
-    cases = [((0, 2, 3, 5, 6, 3, 3), "x (2, 5, 6), w (3, 2, 3, 3)"),
-             ((1, 3, 2, 6, 5, 2, 3), "x (3, 6, 5) with a 2x3 kernel w (2, 3, 2, 3)")]
-    for (seed, c_in, c_out, h, w_, kh, kw), what in cases:
-        x, w, b = _conv_inputs(seed, c_in, c_out, h, w_, kh, kw)
-        got = call(answer, x.clone(), w.clone(), b.clone())
-        want = F.conv2d(x[None], w, b)[0]
-        if not isinstance(got, torch.Tensor):
-            raise Hint(f"{what}: expected a tensor, got {describe(got)} (did you forget to return it?)")
-        _check_conv_shape(got, tuple(want.shape), (h, w_, kh, kw), what)
-        _diagnose_conv(got, x, w, b)
-        expect_close(got, want, what, atol=1e-4)
+    """Check ``answer(x (C_in, H, W), w (C_out, C_in, kH, kW), b (C_out,))`` -> what ``F.conv2d`` gives."""
+    cases = [*CONV_CASES, *hidden_cases(_hidden_conv, 2)]
+    check_cases(answer, cases, _conv, mistakes=CONV_MISTAKES, equal=_same_conv, explain=_explain_conv_shape)
 
 
 # ---------------------------------------------------------------------------------------------
-# conv_output_size
+# Whole-number answers: conv_output_size and conv_param_count
 # ---------------------------------------------------------------------------------------------
+
+def _same_int(got: Any, want: int) -> bool:
+    """True when ``got`` is a whole number (int, numpy integer, one-element integer tensor) equal to ``want``."""
+    try:
+        return as_int(got, "") == want
+    except Hint:
+        return False
+
+
+def _explain_int(got: Any, want: int, case: Case) -> None:
+    """The hint for a wrong whole-number answer: not a number, not an int, or too large / too small for ``case``."""
+    if isinstance(got, (bool, np.bool_)) or not isinstance(got, (numbers.Real, np.number, torch.Tensor)):
+        raise Hint(f"{case.what} returned {describe(got)}; return a Python int")
+    value = as_number(got, case.what)
+    try:
+        mine = as_int(got, case.what)
+    except Hint:
+        if not value.is_integer():
+            raise Hint(f"{case.what} returned {value:g}, not a whole number: divide with floor division // "
+                       "and return an int") from None
+        shown = repr(got) if isinstance(got, float) else f"{value!r} ({describe(got)})"
+        raise Hint(f"{case.what} returned the float {shown}: sizes and counts are whole numbers; use floor "
+                   "division // (or int(...)) and return an int") from None
+    raise Hint(f"{case.what} returned {mine}, which is too {'large' if mine > want else 'small'}")
+
 
 # (n, k, p, s), chosen so that each typical mistake gives a different answer somewhere.
 SIZE_CASES = [(28, 3, 1, 1), (28, 5, 0, 1), (7, 2, 0, 2), (28, 3, 1, 2), (32, 5, 2, 2), (10, 3, 0, 3), (224, 7, 3, 2)]
 
-SIZE_MISTAKES: list[tuple[Callable[[int, int, int, int], float], str]] = [
-    (lambda n, k, p, s: (n + 2 * p - k) // s,
-     "you forgot the + 1: with n = k and no padding the kernel still fits once, so the output has 1 pixel"),
-    (lambda n, k, p, s: (n + p - k) // s + 1,
-     "padding is added on BOTH sides of the image: use n + 2p, not n + p"),
-    (lambda n, k, p, s: (n + 2 * p) // s - k + 1,
-     "subtract the kernel size before dividing by the stride: (n + 2p - k) is how far the kernel can "
-     "slide, and the stride divides that distance"),
-    (lambda n, k, p, s: -(-(n + 2 * p - k) // s) + 1,
-     "round DOWN (floor), not up: a last step that would run past the edge is not taken"),
-]
+SIZE_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("forgot + 1", lambda n, k, p, s: (n + 2 * p - k) // s,
+            "you forgot the + 1: with n = k and no padding the kernel still fits once, so the output has 1 pixel"),
+    Mistake("padding on one side", lambda n, k, p, s: (n + p - k) // s + 1,
+            "padding is added on BOTH sides of the image: use n + 2p, not n + p"),
+    Mistake("divided before subtracting k", lambda n, k, p, s: (n + 2 * p) // s - k + 1,
+            "subtract the kernel size before dividing by the stride: (n + 2p - k) is how far the kernel can slide, "
+            "and the stride divides that distance"),
+    Mistake("rounded up", lambda n, k, p, s: -(-(n + 2 * p - k) // s) + 1,
+            "round DOWN (floor), not up: a last step that would run past the edge is not taken"),
+)
 
 
-@exercise("conv_output_size")
+def _size_what(n: int, k: int, p: int, s: int) -> str:
+    return f"conv_output_size(n={n}, k={k}, p={p}, s={s})"
+
+
+def _hidden_size(generator: torch.Generator) -> tuple[tuple[int, int, int, int], str]:
+    """A random input size 8..64, kernel 1..7, padding 0..3 and stride 1..4."""
+    n, k, p, s = _draw(generator, (8, 65), (1, 8), (0, 4), (1, 5))
+    return (n, k, p, s), _size_what(n, k, p, s)
+
+
+@exercise("conv_output_size", solution=conv_output_size, hidden=3, mistakes=SIZE_MISTAKES,
+          forbidden=(nn.Conv2d.__init__, nn.MaxPool2d.__init__, F.conv2d))
 def check_conv_output_size(answer: Callable[[int, int, int, int], int]) -> None:
-    """Check ``answer(n, k, p, s)`` on :data:`SIZE_CASES`."""
-    got = [call(answer, *case) for case in SIZE_CASES]
-    want = [conv_output_size(*case) for case in SIZE_CASES]
-    for case, g, r in zip(SIZE_CASES, got, want):
-        if isinstance(g, bool) or not isinstance(g, numbers.Real):
-            raise Hint(f"conv_output_size{case} returned {describe(g)}; return a Python int")
-        if not isinstance(g, numbers.Integral):
-            if float(g) == r:
-                raise Hint(f"conv_output_size{case} returned the float {g!r}: a size is a whole number; "
-                           "use floor division // (or int(...)) and return an int")
-            if float(g) != int(g):
-                raise Hint(f"conv_output_size{case} returned {g!r}, not a whole number: the formula takes the "
-                           "floor of (n + 2p - k) / s; use // for it")
-    name_mistake(SIZE_MISTAKES, SIZE_CASES, got, want)
-    for case, g, r in zip(SIZE_CASES, got, want):
-        if g != r:
-            n, k, p, s = case
-            raise Hint(f"conv_output_size(n={n}, k={k}, p={p}, s={s}) should be {r}, got {g!r}")
+    """Check ``answer(n, k, p, s)`` on :data:`SIZE_CASES` and hidden random settings."""
+    cases = [*(Case(case, _size_what(*case)) for case in SIZE_CASES), *hidden_cases(_hidden_size, 3)]
+    check_cases(answer, cases, conv_output_size, mistakes=SIZE_MISTAKES, equal=_same_int, explain=_explain_int)
 
 
-# ---------------------------------------------------------------------------------------------
-# conv_param_count
-# ---------------------------------------------------------------------------------------------
-
+# (in_channels, out_channels, k, bias), chosen so that each typical mistake gives a different answer somewhere.
 PARAM_CASES = [(1, 32, 3, True), (32, 64, 3, False), (3, 16, 5, True), (64, 128, 3, True), (2, 4, 1, False)]
 
-PARAM_MISTAKES: list[tuple[Callable[[int, int, int, bool], int], str]] = [
-    (lambda i, o, k, bias: o * i * k * k,
-     "the bias is missing: with bias=True each output channel (filter) has one bias"),
-    (lambda i, o, k, bias: o * i * k * k + o,
-     "with bias=False there is no bias: add out_channels only when bias is True"),
-    (lambda i, o, k, bias: o * k * k + (o if bias else 0),
-     "each filter spans ALL input channels: it has in_channels * k * k weights, not k * k"),
-    (lambda i, o, k, bias: o * i * k + (o if bias else 0),
-     "a k x k kernel has k * k weights per input channel, not k"),
-    (lambda i, o, k, bias: o * i * k * k + (i if bias else 0),
-     "there is one bias per OUTPUT channel (per filter), not per input channel"),
-]
+PARAM_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("no bias", lambda i, o, k, bias: o * i * k * k,
+            "the bias is missing: with bias=True each output channel (filter) has one bias"),
+    Mistake("bias even when bias=False", lambda i, o, k, bias: o * i * k * k + o,
+            "with bias=False there is no bias: add out_channels only when bias is True"),
+    Mistake("one input channel per filter", lambda i, o, k, bias: o * k * k + (o if bias else 0),
+            "each filter spans ALL input channels: it has in_channels * k * k weights, not k * k"),
+    Mistake("k instead of k * k", lambda i, o, k, bias: o * i * k + (o if bias else 0),
+            "a k x k kernel has k * k weights per input channel, not k"),
+    Mistake("one bias per input channel", lambda i, o, k, bias: o * i * k * k + (i if bias else 0),
+            "there is one bias per OUTPUT channel (per filter), not per input channel"),
+)
 
 
-@exercise("conv_param_count")
+def _param_what(i: int, o: int, k: int, bias: bool) -> str:
+    return f"conv_param_count(in_channels={i}, out_channels={o}, k={k}, bias={bias})"
+
+
+def _hidden_params(generator: torch.Generator) -> tuple[tuple[int, int, int, bool], str]:
+    """Random channels 1..64 in and 1..128 out, a kernel 1..7, with or without bias."""
+    i, o, k, bias = _draw(generator, (1, 65), (1, 129), (1, 8), (0, 2))
+    return (i, o, k, bool(bias)), _param_what(i, o, k, bool(bias))
+
+
+@exercise("conv_param_count", solution=conv_param_count, hidden=3, mistakes=PARAM_MISTAKES,
+          forbidden=(nn.Conv2d.__init__,))
 def check_conv_param_count(answer: Callable[[int, int, int, bool], int]) -> None:
     """Check ``answer(in_channels, out_channels, k, bias)`` against ``nn.Conv2d``'s parameter count."""
-    got = [call(answer, *case) for case in PARAM_CASES]
-    want = [conv_param_count(*case) for case in PARAM_CASES]
-    for case, g in zip(PARAM_CASES, got):
-        if isinstance(g, bool) or not isinstance(g, numbers.Integral):
-            raise Hint(f"conv_param_count{case} returned {describe(g)}; return a Python int")
-    name_mistake(PARAM_MISTAKES, PARAM_CASES, got, want)
-    for case, g, r in zip(PARAM_CASES, got, want):
-        if g != r:
-            i, o, k, bias = case
-            raise Hint(f"conv_param_count(in_channels={i}, out_channels={o}, k={k}, bias={bias}) should be {r} "
-                       f"(what nn.Conv2d holds), got {g}")
+    cases = [*(Case(case, _param_what(*case)) for case in PARAM_CASES), *hidden_cases(_hidden_params, 3)]
+    check_cases(answer, cases, conv_param_count, mistakes=PARAM_MISTAKES, equal=_same_int, explain=_explain_int)

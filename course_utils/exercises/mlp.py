@@ -1,31 +1,42 @@
 """Exercises of notebook 01 (MNIST MLP), in its order: an MLP builder, softmax, cross-entropy, accuracy.
 
-Each ``check_*`` function takes the learner's function, compares it with the reference
-implementation below on small inputs, and recognises the usual mistakes: it recomputes each
-typical wrong answer on the same inputs and, when the learner's output matches one, says what
-that mistake is and where to fix it.
+Each ``check_*`` function runs the learner's function on fixed cases and on hidden random ones,
+compares it with the reference implementation below, and when the answer is wrong names the
+typical mistake that gives the learner's results on every case (see :mod:`course_utils.exercises`).
 """
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from . import Hint, call, describe, exercise, expect_close, expect_tensor
+from ..models import MLP
+from . import (
+    Case,
+    Hint,
+    Mistake,
+    as_number,
+    call,
+    check_cases,
+    describe,
+    exercise,
+    expect_gradients,
+    expect_tensor,
+    hidden_cases,
+    same,
+)
+from .softmax import HIDDEN, SOFTMAX_FORBIDDEN, SOFTMAX_MISTAKES, check_softmax_cases, stable_softmax
 
-Mistake = tuple[Callable[..., Any], str]  # (what the mistaken code computes, the hint to give)
+__all__ = ["stable_softmax", "cross_entropy", "accuracy", "make_mlp", "check_make_mlp", "check_stable_softmax",
+           "check_cross_entropy", "check_accuracy"]
 
 # ---------------------------------------------------------------------------------------------
-# Reference implementations
+# Reference implementations (``stable_softmax`` is in softmax.py, shared with notebook 05)
 # ---------------------------------------------------------------------------------------------
-
-
-def stable_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim, computed without overflow: ``(..., C) -> (..., C)``, rows sum to 1."""
-    shifted = logits - logits.max(dim=-1, keepdim=True).values
-    exps = shifted.exp()
-    return exps / exps.sum(dim=-1, keepdim=True)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -53,129 +64,32 @@ def make_mlp(hidden_sizes: Sequence[int], in_features: int = 28 * 28, num_classe
     return nn.Sequential(*layers)
 
 
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _matches(got: Any, want: Any, atol: float = 1e-4) -> bool:
-    """True when ``got`` equals the (mistaken) value ``want``: same shape and close (inf and NaN
-    count as equal to themselves)."""
-    try:
-        got_t = torch.as_tensor(got, dtype=torch.float64)
-        want_t = torch.as_tensor(want, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        return False
-    if got_t.shape != want_t.shape:
-        return False
-    same = (got_t == want_t) | (torch.isnan(got_t) & torch.isnan(want_t))
-    return bool(((got_t - want_t).abs() <= atol).logical_or(same).all())
-
-
-def _diagnose(got: Any, args: tuple[Any, ...], mistakes: Sequence[Mistake], what: str) -> None:
-    """Raise the hint of the first mistake whose output equals ``got`` on ``args``."""
-    for mistaken, hint in mistakes:
-        try:
-            want = mistaken(*args)
-        except Exception:  # this mistake cannot even run on these inputs, so it is not the one
-            continue
-        if _matches(got, want):
-            raise Hint(f"{what}: {hint}")
-
-
-KNOWN_ERRORS = {  # a piece of torch's error message -> what it means in these exercises
-    "return_types.max": "x.max(dim=...) returns a pair (values, indices); take its .values: "
-                        "x.max(dim=-1, keepdim=True).values",
-    "could not infer output dtype": ".mean() does not work on a tensor of True/False; convert it first: "
-                                    "(predictions == labels).float().mean()",
-}
-
-
-def _call(answer: Callable[..., Any], *args: Any) -> Any:
-    """:func:`call`, with the errors these exercises often hit turned into a plain hint."""
-    return call(answer, *args, known_errors=KNOWN_ERRORS)
-
-
-def _as_number(got: Any, what: str) -> float:
-    """A Python float from a number or a one-element tensor; a hint for anything else."""
-    if isinstance(got, torch.Tensor):
-        if got.numel() != 1:
-            raise Hint(f"{what}: expected one number, got {describe(got)}")
-        return float(got)
-    if isinstance(got, bool) or not isinstance(got, (int, float)):
-        raise Hint(f"{what}: expected a number, got {describe(got)}")
-    return float(got)
+def _same_number(got: Any, want: Any) -> bool:
+    """:func:`same`, where a 0-d tensor ``want`` (a mean) counts as a number: so a numpy scalar or a
+    one-element tensor of the same value matches it too."""
+    if isinstance(want, torch.Tensor) and want.dim() == 0:
+        want = float(want)
+    return same(got, want)
 
 
 # ---------------------------------------------------------------------------------------------
 # Exercise 2: a numerically stable softmax
 # ---------------------------------------------------------------------------------------------
 
-SOFTMAX_MISTAKES: list[Mistake] = [
-    (lambda x: x.exp() / x.exp().sum(dim=-1, keepdim=True),
-     "exp() overflows: exp(1000) is inf in float32, and inf / inf is NaN. "
-     "Subtract each row's max before exp (softmax does not change when a row is shifted)"),
-    (lambda x: (x - x.max()).exp() / (x - x.max()).exp().sum(dim=-1, keepdim=True),
-     "you subtracted one max for the whole tensor; a row far below it underflows to 0 / 0 = NaN. "
-     "Subtract each row's own max: x.max(dim=-1, keepdim=True).values"),
-    (lambda x: torch.softmax(x, dim=0),
-     "you normalised over dim 0 (down the columns); each row (the last dim, dim=-1) must sum to 1"),
-    (lambda x: torch.softmax(x, dim=1),
-     "you normalised over dim 1; use dim=-1 so that the last dim sums to 1 for any number of leading dims"),
-    (lambda x: (x - x.max(dim=-1, keepdim=True).values).exp(),
-     "the exponentials are not normalised: divide by their sum over the last dim so each row sums to 1"),
-    (lambda x: x.exp(),
-     "the exponentials are not normalised: divide by their sum over the last dim so each row sums to 1"),
-    (lambda x: (x - x.max(dim=0, keepdim=True).values).exp()
-     / (x - x.max(dim=0, keepdim=True).values).exp().sum(dim=-1, keepdim=True),
-     "you subtracted the max over dim 0 (each column's max), which shifts the entries of a row by "
-     "different amounts; subtract each row's max: x.max(dim=-1, keepdim=True).values"),
-    (lambda x: (x - x.max(dim=-1).values).exp() / (x - x.max(dim=-1).values).exp().sum(dim=-1, keepdim=True),
-     "the row maxima were broadcast along the wrong axis: pass keepdim=True to max() so they have "
-     "shape (N, 1) and line up with the rows"),
-    (lambda x: x.exp() / x.exp().sum(dim=-1),
-     "the row sums were broadcast along the wrong axis: pass keepdim=True to sum() so they have "
-     "shape (N, 1) and divide each row by its own sum"),
-    (lambda x: (x - x.max(dim=-1, keepdim=True).values).exp()
-     / (x - x.max(dim=-1, keepdim=True).values).exp().sum(dim=-1),
-     "the row sums were broadcast along the wrong axis: pass keepdim=True to sum() so they have "
-     "shape (N, 1) and divide each row by its own sum"),
-    (lambda x: torch.log_softmax(x, dim=-1),
-     "these are log-probabilities; softmax returns probabilities (exp of them)"),
-]
 
-
-def expect_softmax(answer: Callable[[torch.Tensor], torch.Tensor],
-                   cases: Sequence[tuple[str, torch.Tensor]]) -> None:
-    """Compare ``answer(x)`` with the stable softmax over the last dim for each ``(what, x)`` case.
-
-    Raises :class:`Hint` naming the typical mistake it matches, else where the results differ.
-    """
-    for what, logits in cases:
-        got = _call(answer, logits.clone())
-        expect_tensor(got, tuple(logits.shape), what)
-        want = stable_softmax(logits)
-        if not _matches(got, want, atol=1e-5):
-            _diagnose(got, (logits,), SOFTMAX_MISTAKES, what)
-            if not torch.isfinite(got).all():
-                raise Hint(f"{what}: your result has inf or NaN: exp() overflows; subtract each row's max "
-                           "before exp")
-            expect_close(got, want, what)
-
-
-@exercise("stable_softmax")
+@exercise("stable_softmax", solution=stable_softmax, hidden=HIDDEN, mistakes=SOFTMAX_MISTAKES,
+          forbidden=SOFTMAX_FORBIDDEN, gradients=True)
 def check_stable_softmax(answer: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Check ``answer(logits)`` -> softmax over the last dim, stable for logits like 1000."""
     generator = torch.Generator().manual_seed(0)
-    cases = [
-        ("softmax of 3 rows of 3 small logits", torch.randn(3, 3, generator=generator)),
-        ("softmax of 2 rows of 4 small logits", torch.randn(2, 4, generator=generator)),
-        ("softmax of a (2, 3, 4) tensor over its last dim", torch.randn(2, 3, 4, generator=generator)),
-        ("softmax of [[1000, 1001, 1002]]", torch.tensor([[1000.0, 1001.0, 1002.0]])),
-        ("softmax of [[1000, 1001, 1002], [-1000, -999, -998]]",
-         torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -999.0, -998.0]])),
-    ]
-    expect_softmax(answer, cases)
+    check_softmax_cases(answer, [
+        Case((torch.randn(3, 3, generator=generator),), "softmax of 3 rows of 3 small logits"),
+        Case((torch.randn(2, 4, generator=generator),), "softmax of 2 rows of 4 small logits"),
+        Case((torch.randn(2, 3, 4, generator=generator),), "softmax of a (2, 3, 4) tensor over its last dim"),
+        Case((torch.tensor([[1000.0, 1001.0, 1002.0]]),), "softmax of [[1000, 1001, 1002]]"),
+        Case((torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -999.0, -998.0]]),),
+             "softmax of [[1000, 1001, 1002], [-1000, -999, -998]]"),
+    ])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,115 +98,174 @@ def check_stable_softmax(answer: Callable[[torch.Tensor], torch.Tensor]) -> None
 
 
 def _log_softmax(x: torch.Tensor) -> torch.Tensor:
-    """Log-softmax over the last dim (what the mistakes below start from)."""
+    """Log-softmax over the last dim (what the mistakes below start from): ``(N, C) -> (N, C)``."""
     return x - x.logsumexp(dim=-1, keepdim=True)
 
 
-CROSS_ENTROPY_MISTAKES: list[Mistake] = [
-    (lambda x, y: -_log_softmax(x)[:, y].mean(),
-     "log_probs[:, labels] picks an (N, N) block (every row at every label); pick one entry per row "
-     "with log_probs[torch.arange(N), labels]"),
-    (lambda x, y: -_log_softmax(x)[:, y],
-     "log_probs[:, labels] picks an (N, N) block (every row at every label); pick one entry per row "
-     "with log_probs[torch.arange(N), labels], then take the mean"),
-    (lambda x, y: _log_softmax(x)[torch.arange(len(y)), y].mean(),
-     "the sign is wrong: the loss is the NEGATIVE log-likelihood, -mean(log p[true class]), "
-     "which is never below 0"),
-    (lambda x, y: -_log_softmax(x)[torch.arange(len(y)), y].sum(),
-     "this is the sum over the batch; the loss is the mean over the N examples (divide by N)"),
-    (lambda x, y: -_log_softmax(x)[torch.arange(len(y)), y],
-     "these are the N per-example losses; return their mean (one number)"),
-    (lambda x, y: -torch.softmax(x, dim=-1)[torch.arange(len(y)), y].mean(),
-     "you averaged probabilities; cross-entropy averages their log: -mean(log p[true class])"),
-    (lambda x, y: (1 - torch.softmax(x, dim=-1)[torch.arange(len(y)), y]).mean(),
-     "you averaged 1 - probability; cross-entropy averages -log p[true class]"),
-    (lambda x, y: -x[torch.arange(len(y)), y].mean(),
-     "you used the raw logits; turn them into log-probabilities first (log-softmax), then pick the "
-     "true class"),
-    (lambda x, y: -_log_softmax(x)[y, torch.arange(len(y))].mean(),
-     "rows and columns are swapped: log_probs[torch.arange(N), labels] takes row i at column labels[i]"),
-    (lambda x, y: -(x - x.logsumexp(dim=0, keepdim=True))[torch.arange(len(y)), y].mean(),
-     "the log-softmax was taken over the wrong dim: normalise over the classes (dim=-1)"),
-    (lambda x, y: -_log_softmax(x).mean(),
-     "you averaged the log-probabilities of every class; use only each example's true class: "
-     "log_probs[torch.arange(N), labels]"),
-]
+def _true(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's entry at its label: ``(N, C)``, ``(N,)`` -> ``(N,)``."""
+    return values[torch.arange(len(labels)), labels]
 
 
-@exercise("cross_entropy")
-def check_cross_entropy(answer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-    """Check ``answer(logits, labels)`` -> the mean cross-entropy, equal to ``F.cross_entropy``."""
+_BLOCK = ("log_probs[:, labels] picks an (N, N) block (every row at every label); pick one entry per row with "
+          "log_probs[torch.arange(N), labels]")
+_UNDERFLOW = ("log(softmax(x)) is log(0) = -inf when a probability underflows to 0 (logits far apart, like 0 and "
+              "1000). Use the log-softmax: x - max - log(sum(exp(x - max)))")
+
+CROSS_ENTROPY_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("(N, N) block, averaged", lambda x, y: -_log_softmax(x)[:, y].mean(), _BLOCK),
+    Mistake("(N, N) block", lambda x, y: -_log_softmax(x)[:, y], f"{_BLOCK}, then take the mean"),
+    Mistake("wrong sign", lambda x, y: _true(_log_softmax(x), y).mean(),
+            "the sign is wrong: the loss is the NEGATIVE log-likelihood, -mean(log p[true class]), which is never "
+            "below 0"),
+    Mistake("sum over the batch", lambda x, y: -_true(_log_softmax(x), y).sum(),
+            "this is the sum over the batch; the loss is the mean over the N examples (divide by N)"),
+    Mistake("per-example losses", lambda x, y: -_true(_log_softmax(x), y),
+            "these are the N per-example losses; return their mean (one number)"),
+    Mistake("mean of probabilities", lambda x, y: -_true(torch.softmax(x, dim=-1), y).mean(),
+            "you averaged probabilities; cross-entropy averages their log: -mean(log p[true class])"),
+    Mistake("mean of 1 - probability", lambda x, y: (1 - _true(torch.softmax(x, dim=-1), y)).mean(),
+            "you averaged 1 - probability; cross-entropy averages -log p[true class]"),
+    Mistake("raw logits", lambda x, y: -_true(x, y).mean(),
+            "you used the raw logits; turn them into log-probabilities first (log-softmax), then pick the true class"),
+    Mistake("log-softmax over dim 0", lambda x, y: -_true(x - x.logsumexp(dim=0, keepdim=True), y).mean(),
+            "the log-softmax was taken over the wrong dim: normalise over the classes (dim=-1)"),
+    Mistake("every class averaged", lambda x, y: -_log_softmax(x).mean(),
+            "you averaged the log-probabilities of every class; use only each example's true class: "
+            "log_probs[torch.arange(N), labels]"),
+    Mistake("log of softmax", lambda x, y: -_true(torch.softmax(x, dim=-1), y).log().mean(), _UNDERFLOW),
+)
+
+CROSS_ENTROPY_ERRORS = {  # log_probs[labels, torch.arange(N)], say: rows and columns swapped
+    "is out of bounds for dimension": "an index runs past the end of a dim: are rows and columns swapped? "
+                                      "log_probs[torch.arange(N), labels] takes row i (one per example) at column "
+                                      "labels[i]",
+}
+
+
+def _cross_entropy_cases() -> tuple[Case, ...]:
+    """The fixed cases: two small batches, and logits 1000 apart (where log(softmax) underflows)."""
     generator = torch.Generator().manual_seed(1)
-    cases = [
-        ("cross-entropy of 4 examples, 5 classes",
-         torch.randn(4, 5, generator=generator) * 2, torch.tensor([3, 0, 4, 4])),
-        ("cross-entropy of 6 examples, 3 classes",
-         torch.randn(6, 3, generator=generator) * 2, torch.tensor([2, 1, 0, 1, 2, 2])),
-        ("cross-entropy of logits [[0, 1000], [1000, 0]] with labels [0, 0]",
-         torch.tensor([[0.0, 1000.0], [1000.0, 0.0]]), torch.tensor([0, 0])),
-    ]
-    for what, logits, labels in cases:
-        got = _call(answer, logits.clone(), labels.clone())
-        want = cross_entropy(logits, labels)
-        if isinstance(got, torch.Tensor) and got.numel() != 1:
-            _diagnose(got, (logits, labels), CROSS_ENTROPY_MISTAKES, what)
-            raise Hint(f"{what}: expected one number (the mean loss), got {describe(got)}")
-        value = _as_number(got, what)
-        if not _matches(value, want):
-            _diagnose(value, (logits, labels), CROSS_ENTROPY_MISTAKES, what)
-            if value == float("inf") or value != value:
-                raise Hint(f"{what}: got {value}; log(softmax(x)) is log(0) = -inf when a probability "
-                           "underflows to 0. Use the log-softmax: x - max - log(sum(exp(x - max)))")
-            raise Hint(f"{what}: got {value:.6g}, expected {float(want):.6g}")
+    return (
+        Case((torch.randn(4, 5, generator=generator) * 2, torch.tensor([3, 0, 4, 4])),
+             "cross-entropy of 4 examples, 5 classes"),
+        Case((torch.randn(6, 3, generator=generator) * 2, torch.tensor([2, 1, 0, 1, 2, 2])),
+             "cross-entropy of 6 examples, 3 classes"),
+        Case((torch.tensor([[0.0, 1000.0], [1000.0, 0.0]]), torch.tensor([0, 0])),
+             "cross-entropy of logits [[0, 1000], [1000, 0]] with labels [0, 0]"),
+    )
+
+
+CROSS_ENTROPY_CASES = _cross_entropy_cases()
+
+
+def _hidden_logits(generator: torch.Generator) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
+    """Random logits ``(N, C)`` and labels ``(N,)``; about one case in three has logits hundreds apart."""
+    n, c = (int(v) for v in torch.randint(2, 9, (2,), generator=generator))
+    scale = 300.0 if float(torch.rand((), generator=generator)) < 1 / 3 else 2.0
+    logits = torch.randn(n, c, generator=generator) * scale
+    labels = torch.randint(0, c, (n,), generator=generator)
+    return (logits, labels), f"logits ({n}, {c}), labels ({n},)"
+
+
+def _mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The reference loss as a number, so that a 0-d, a one-element or a numpy result can be compared to it."""
+    return cross_entropy(logits, labels).item()
+
+
+def _explain_loss(got: Any, want: float, case: Case) -> None:
+    """Hints for a loss that is not one number, or is inf or NaN."""
+    if isinstance(got, torch.Tensor) and got.numel() != 1:
+        raise Hint(f"{case.what}: expected one number (the mean loss), got {describe(got)}")
+    value = as_number(got, case.what)
+    if not math.isfinite(value):
+        raise Hint(f"{case.what}: your loss is {value}; {_UNDERFLOW}")
+
+
+@exercise("cross_entropy", solution=cross_entropy, hidden=3, mistakes=CROSS_ENTROPY_MISTAKES,
+          forbidden=(F.cross_entropy, F.nll_loss), gradients=True)
+def check_cross_entropy(answer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check ``answer(logits (N, C), labels (N,))`` -> the mean cross-entropy, and its gradient."""
+    cases = [*CROSS_ENTROPY_CASES, *hidden_cases(_hidden_logits, 3)]
+    check_cases(answer, cases, _mean_loss, mistakes=CROSS_ENTROPY_MISTAKES, equal=_same_number,
+                explain=_explain_loss, known_errors=CROSS_ENTROPY_ERRORS)
+    expect_gradients(answer, cross_entropy, cases[0])
 
 
 # ---------------------------------------------------------------------------------------------
 # Exercise 4: accuracy
 # ---------------------------------------------------------------------------------------------
 
-ACCURACY_MISTAKES: list[Mistake] = [
-    (lambda x, y: (x.argmax(dim=0) == y).float().mean().item(),
-     "argmax over dim 0 picks the highest-scoring EXAMPLE for each class; the prediction of each "
-     "example is the argmax over the classes, dim=1 (or -1)"),
-    (lambda x, y: (x.argmax(dim=-1) == y).sum().item(),
-     "this is the number of correct predictions; divide by the number of examples N to get a fraction"),
-    (lambda x, y: 100 * (x.argmax(dim=-1) == y).float().mean().item(),
-     "this is a percentage; return a fraction in [0, 1]"),
-    (lambda x, y: 1 - (x.argmax(dim=-1) == y).float().mean().item(),
-     "this is the error rate (fraction wrong); accuracy is the fraction right"),
-    (lambda x, y: (x.argmin(dim=-1) == y).float().mean().item(),
-     "argmin picks the lowest score; the predicted class is the one with the highest logit (argmax)"),
-]
+ACCURACY_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("count instead of fraction", lambda x, y: (x.argmax(dim=-1) == y).sum().item(),
+            "this is the number of correct predictions; divide by the number of examples N to get a fraction"),
+    Mistake("percentage", lambda x, y: 100 * accuracy(x, y), "this is a percentage; return a fraction in [0, 1]"),
+    Mistake("error rate", lambda x, y: 1 - accuracy(x, y),
+            "this is the error rate (fraction wrong); accuracy is the fraction right"),
+    Mistake("argmin", lambda x, y: (x.argmin(dim=-1) == y).float().mean().item(),
+            "argmin picks the lowest score; the predicted class is the one with the highest logit (argmax)"),
+    Mistake("argmax without dim", lambda x, y: (x.argmax() == y).float().mean().item(),
+            "logits.argmax() without dim= gives one index into the flattened tensor; the prediction of each "
+            "example is the argmax over the classes: logits.argmax(dim=1)"),
+)
 
+ACCURACY_ERRORS = {  # (logits.argmax(dim=0) == labels): C predictions against N labels
+    "must match the size of tensor b": "your predictions do not line up with the labels: argmax over dim 0 picks "
+                                       "the highest-scoring EXAMPLE for each class; the prediction of each example "
+                                       "is the argmax over the classes, dim=1 (or -1)",
+}
 
-@exercise("accuracy")
-def check_accuracy(answer: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
-    """Check ``answer(logits, labels)`` -> the fraction of correct predictions (a float in [0, 1])."""
-    # Square first, so that argmax over the wrong dim runs; seed 16 makes every mistake's value distinct.
+def _accuracy_cases() -> tuple[Case, ...]:
+    """The fixed cases; their seeds make every mistake's value differ from the right one."""
     square = torch.Generator().manual_seed(16)
-    cases = [
-        ("accuracy of 4 examples, 4 classes", torch.randn(4, 4, generator=square),
-         torch.randint(0, 4, (4,), generator=square)),
-        ("accuracy of 8 examples, 3 classes", torch.randn(8, 3, generator=torch.Generator().manual_seed(2)),
-         torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])),
-    ]
-    for what, logits, labels in cases:
-        want = accuracy(logits, labels)
-        got = _call(answer, logits.clone(), labels.clone())
-        if isinstance(got, torch.Tensor) and got.dtype == torch.bool:
-            raise Hint(f"{what}: you returned {describe(got)}, one True/False per example; "
-                       "their mean is the accuracy: (predictions == labels).float().mean()")
-        if isinstance(got, torch.Tensor) and got.numel() > 1:
-            raise Hint(f"{what}: expected one number, got {describe(got)}; average over the examples")
-        value = _as_number(got, what)
-        if abs(value - want) > 1e-6:
-            _diagnose(value, (logits, labels), ACCURACY_MISTAKES, what)
-            raise Hint(f"{what}: got {value:.6g}, expected {want:.6g}")
+    logits = torch.randn(4, 4, generator=square)
+    return (
+        Case((logits, torch.randint(0, 4, (4,), generator=square)), "accuracy of 4 examples, 4 classes"),
+        Case((torch.randn(8, 3, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])),
+             "accuracy of 8 examples, 3 classes"),
+    )
+
+
+ACCURACY_CASES = _accuracy_cases()
+
+
+def _hidden_scores(generator: torch.Generator) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
+    """Random logits ``(N, C)`` with N in 20..60, and labels ``(N,)`` that are the argmax for about 60% of rows."""
+    n, c = int(torch.randint(20, 61, (), generator=generator)), int(torch.randint(3, 11, (), generator=generator))
+    logits = torch.randn(n, c, generator=generator)
+    guesses = torch.randint(0, c, (n,), generator=generator)
+    labels = torch.where(torch.rand(n, generator=generator) < 0.6, logits.argmax(dim=-1), guesses)
+    return (logits, labels), f"logits ({n}, {c}), labels ({n},)"
+
+
+def _explain_accuracy(got: Any, want: float, case: Case) -> None:
+    """Hints for a result that is one True/False per example, or several numbers."""
+    if isinstance(got, torch.Tensor) and got.dtype == torch.bool:
+        raise Hint(f"{case.what}: you returned {describe(got)}, one True/False per example; their mean is the "
+                   "accuracy: (predictions == labels).float().mean()")
+    if isinstance(got, torch.Tensor) and got.numel() != 1:
+        raise Hint(f"{case.what}: expected one number, got {describe(got)}; average over the examples")
+
+
+@exercise("accuracy", solution=accuracy, hidden=3, mistakes=ACCURACY_MISTAKES)
+def check_accuracy(answer: Callable[[torch.Tensor, torch.Tensor], Any]) -> None:
+    """Check ``answer(logits (N, C), labels (N,))`` -> the fraction of correct predictions (a number in [0, 1])."""
+    cases = [*ACCURACY_CASES, *hidden_cases(_hidden_scores, 3)]
+    check_cases(answer, cases, accuracy, mistakes=ACCURACY_MISTAKES, explain=_explain_accuracy,
+                known_errors=ACCURACY_ERRORS)
 
 
 # ---------------------------------------------------------------------------------------------
 # Exercise 1: build an MLP (last here: it is the longest checker)
 # ---------------------------------------------------------------------------------------------
+
+MLP_SIZES: tuple[list[int], ...] = ([64], [128, 32], [])
+
+
+def _hidden_sizes(generator: torch.Generator) -> tuple[tuple[list[int]], str]:
+    """A random list of 1 to 3 hidden sizes, each 4..64."""
+    depth = int(torch.randint(1, 4, (), generator=generator))
+    return ([int(s) for s in torch.randint(4, 65, (depth,), generator=generator)],), f"{depth} hidden sizes"
 
 
 def _linears(model: nn.Module) -> list[nn.Linear]:
@@ -300,29 +273,77 @@ def _linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def _is_affine(model: nn.Module, images: torch.Tensor) -> bool:
-    """True when ``model`` maps the midpoint of two inputs to the midpoint of their outputs (a linear map)."""
-    a, b = images[:4], images[4:8]
+def _with_fixed_weights(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose Linear layers hold fixed zero-mean weights, so that what the checks below
+    measure (is it linear? are all logits >= 0?) never depends on a lucky or unlucky random initialisation."""
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in _linears(model):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) / layer.in_features ** 0.5)
+            if layer.bias is not None:
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.1)
+    return model
+
+
+def _is_affine(model: nn.Module) -> bool:
+    """True when ``model`` maps the midpoint of two inputs to the midpoint of their outputs (a linear map).
+
+    The inputs are centred noise ``(4, 1, 28, 28)``, not images: a ReLU then sees both signs, even in a narrow layer.
+    """
+    generator = torch.Generator().manual_seed(4)
+    a, b = torch.randn(2, 4, 1, 28, 28, generator=generator)
     with torch.no_grad():
         return torch.allclose(model((a + b) / 2), (model(a) + model(b)) / 2, atol=1e-5)
 
 
-@exercise("make_mlp")
-def check_make_mlp(answer: Callable[[Sequence[int]], nn.Module]) -> None:
+_NO_FLATTEN = ("images (8, 1, 28, 28) cannot go into a Linear layer that expects 784 features; start with "
+               "nn.Flatten() to make them (8, 784)")
+_LINEAR = ("the model is linear: Linear layers with nothing between them collapse into a single Linear layer. Put an "
+           "nn.ReLU() after each hidden Linear")
+_PROBABILITIES = ("the outputs are probabilities (rows sum to 1); return raw logits without a softmax at the end: "
+                  "cross-entropy applies log-softmax itself")
+_LAST_RELU = "every output is >= 0: do not put a ReLU after the last Linear; logits must be free to be negative"
+_NO_BIAS = "every Linear layer needs its bias (the default, bias=True)"
+
+
+def _mlp(hidden: list[int], relu: bool = True, flatten: bool = True, bias: bool = True,
+         end: nn.Module | None = None) -> nn.Sequential:
+    """:func:`make_mlp` with one of the typical slips (no ReLU, no Flatten, no biases, a layer at the end)."""
+    widths = [28 * 28, *hidden, 10]
+    layers: list[nn.Module] = [nn.Flatten()] if flatten else []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(n_in, n_out, bias=bias))
+        if relu and i < len(hidden):
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers, *([end] if end else []))
+
+
+MLP_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("no Flatten", lambda hidden: _mlp(hidden, flatten=False), _NO_FLATTEN),
+    Mistake("no ReLU", lambda hidden: _mlp(hidden, relu=False), _LINEAR),
+    Mistake("softmax at the end", lambda hidden: _mlp(hidden, end=nn.Softmax(dim=-1)), _PROBABILITIES),
+    Mistake("ReLU after the last layer", lambda hidden: _mlp(hidden, end=nn.ReLU()), _LAST_RELU),
+    Mistake("no biases", lambda hidden: _mlp(hidden, bias=False), _NO_BIAS),
+)
+
+
+@exercise("make_mlp", solution=make_mlp, hidden=2, mistakes=MLP_MISTAKES, forbidden=(MLP.__init__,))
+def check_make_mlp(answer: Callable[[list[int]], nn.Module]) -> None:
     """Check ``answer(hidden_sizes)`` -> Flatten, Linear+ReLU per hidden size, then Linear to 10 logits.
 
-    Runs in a forked random state, so checking never changes the notebook's random numbers.
+    The structural mistakes (:data:`MLP_MISTAKES`) are recognised from what the model computes and holds.
     """
-    with torch.random.fork_rng(devices=[]):
-        images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(3))
-        for hidden in ([64], [128, 32], []):
-            _check_one_mlp(answer, hidden, images)
+    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    cases = [Case((list(sizes),), f"make_mlp({sizes})") for sizes in MLP_SIZES]
+    for case in [*cases, *hidden_cases(_hidden_sizes, 2)]:
+        _check_one_mlp(answer, case, images)
 
 
-def _check_one_mlp(answer: Callable[[Sequence[int]], nn.Module], hidden: list[int], images: torch.Tensor) -> None:
-    """Check what ``answer(hidden)`` builds: its layer sizes, then its outputs on ``images`` (8, 1, 28, 28)."""
-    what = f"make_mlp({hidden})"
-    model = call(answer, list(hidden))
+def _check_one_mlp(answer: Callable[[list[int]], nn.Module], case: Case, images: torch.Tensor) -> None:
+    """Check what ``answer(hidden_sizes)`` builds: its layer sizes, then its outputs on ``images`` (8, 1, 28, 28)."""
+    what, (hidden,) = case.what, case.args
+    model = call(answer, hidden)
     if not isinstance(model, nn.Module):
         raise Hint(f"{what}: expected an nn.Module (e.g. nn.Sequential), got {describe(model)}")
     widths = [28 * 28, *hidden, 10]
@@ -334,26 +355,21 @@ def _check_one_mlp(answer: Callable[[Sequence[int]], nn.Module], hidden: list[in
     if sizes != want:
         raise Hint(f"{what}: the Linear layers should map {' -> '.join(map(str, widths))} features; "
                    f"yours map {sizes} (in_features, out_features)")
-    model.eval()
+    model = _with_fixed_weights(model).eval()
     try:
         with torch.no_grad():
-            logits = model(images)
-    except Exception as error:
+            logits = call(model, images)
+    except Hint as hint:
         if not any(isinstance(m, nn.Flatten) for m in model.modules()):
-            raise Hint(f"{what}: images (8, 1, 28, 28) cannot go into a Linear layer that expects 784 "
-                       "features; start with nn.Flatten() to make them (8, 784)") from None
-        raise Hint(f"{what}: calling the model on images (8, 1, 28, 28) raised "
-                   f"{type(error).__name__}: {error}") from None
+            raise Hint(f"{what}: {_NO_FLATTEN}") from None
+        raise Hint(f"{what}, the model applied to images (8, 1, 28, 28): {hint}") from None
     expect_tensor(logits, (8, 10), f"{what} applied to images (8, 1, 28, 28)")
-    if hidden and _is_affine(model, images):
-        raise Hint(f"{what}: the model is linear: Linear layers with nothing between them collapse "
-                   "into a single Linear layer. Put an nn.ReLU() after each hidden Linear")
+    if hidden and _is_affine(model):
+        raise Hint(f"{what}: {_LINEAR}")
     if bool((logits >= 0).all()) and torch.allclose(logits.sum(dim=-1), torch.ones(8), atol=1e-4):
-        raise Hint(f"{what}: the outputs are probabilities (rows sum to 1); return raw logits without a "
-                   "softmax at the end: cross-entropy applies log-softmax itself")
+        raise Hint(f"{what}: {_PROBABILITIES}")
     if bool((logits >= 0).all()):
-        raise Hint(f"{what}: every output is >= 0: do not put a ReLU after the last Linear; "
-                   "logits must be free to be negative")
+        raise Hint(f"{what}: {_LAST_RELU}")
     if isinstance(model, nn.Sequential):
         activations = [m for m in model.modules() if not list(m.children())
                        and not isinstance(m, (nn.Linear, nn.Flatten, nn.Dropout, nn.Identity))]
@@ -363,5 +379,5 @@ def _check_one_mlp(answer: Callable[[Sequence[int]], nn.Module], hidden: list[in
     n_params = sum(p.numel() for p in model.parameters())
     n_want = sum(p.numel() for p in make_mlp(hidden).parameters())
     if n_params != n_want:
-        raise Hint(f"{what}: the model has {n_params:,} parameters, expected {n_want:,}; "
-                   "every Linear layer needs its bias (the default, bias=True)")
+        raise Hint(f"{what}: the model has {n_params:,} parameters, {'fewer' if n_params < n_want else 'more'} "
+                   f"than it should: {_NO_BIAS}")

@@ -1,27 +1,32 @@
-"""Checkers for notebook 03 (Vision Transformer), with the reference solutions they compare against.
+"""Checkers for notebook 03 (Vision Transformer), with the references they compare against.
 
-- :func:`check_patchify`: cut images into flattened patches ``(B, N, C*P*P)``;
+- :func:`check_patchify`: cut images into flattened patches ``(B, N, C*P*P)`` (reference: the
+  library's :func:`course_utils.vit.patchify`);
 - :func:`check_add_cls_and_positions`: put the CLS token in front and add position embeddings;
-- :func:`check_vit_parameter_count`: count a ViT's parameters from its settings.
+- :func:`check_vit_parameter_count`: count a ViT's parameters from its settings, without building one.
 """
 from __future__ import annotations
 
-import numbers
-from typing import Callable
+from typing import Any, Callable
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from . import Hint, call, describe, exercise, expect_close, expect_tensor, name_mistake
+from .. import vit as library
+from . import Case, Hint, Mistake, as_int, check_cases, exercise, expect_gradients, hidden_cases
 
 # ---------------------------------------------------------------------------------------------
-# Reference solutions
+# Model answers (what a learner may write) and references
 # ---------------------------------------------------------------------------------------------
 
 
-def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, N, C*P*P)``: patches in reading order (row by row), each flattened
-    channel first, then rows, then columns (the layout of a ``Conv2d`` weight ``(D, C, P, P)``)."""
+def solution_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """A model answer with reshape and permute only: ``(B, C, H, W)`` -> ``(B, N, C*P*P)``.
+
+    The check compares with the library's :func:`course_utils.vit.patchify` (``F.unfold``), which the
+    exercise forbids.
+    """
     b, c, h, w = images.shape
     p = patch_size
     x = images.reshape(b, c, h // p, p, w // p, p)          # (B, C, rows, P, cols, P)
@@ -58,52 +63,56 @@ def vit_parameter_count(image_size: int, patch_size: int, channels: int, embed_d
 # patchify
 # ---------------------------------------------------------------------------------------------
 
-def _patch_inputs() -> list[tuple[torch.Tensor, int]]:
+def patch_cases() -> list[Case]:
+    """The fixed cases: one channel, three channels, and a grid of 2 rows by 3 columns."""
     g = torch.Generator().manual_seed(3)
-    return [(torch.rand(2, 1, 8, 8, generator=g), 4), (torch.rand(2, 3, 12, 12, generator=g), 4),
-            (torch.rand(1, 3, 6, 9, generator=g), 3)]
+    inputs = [(torch.rand(2, 1, 8, 8, generator=g), 4), (torch.rand(2, 3, 12, 12, generator=g), 4),
+              (torch.rand(1, 3, 6, 9, generator=g), 3)]
+    return [Case((images, p), f"patchify of images {tuple(images.shape)} with P={p}") for images, p in inputs]
 
 
-def _channels_last(images: torch.Tensor, p: int) -> torch.Tensor:
+def _hidden_patches(g: torch.Generator) -> tuple[tuple[torch.Tensor, int], str]:
+    """Random images ``(B, C, rows*P, cols*P)``: 1-3 images and channels, P 2-5, a grid of 1-4 by 1-4."""
+    b, c, p, rows, cols = (int(torch.randint(low, high, (), generator=g))
+                           for low, high in ((1, 4), (1, 4), (2, 6), (1, 5), (1, 5)))
+    images = torch.rand(b, c, rows * p, cols * p, generator=g)
+    return (images, p), f"images {tuple(images.shape)} with P={p}"
+
+
+def _grid(images: torch.Tensor, p: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, rows, P, cols, P)``."""
     b, c, h, w = images.shape
-    return images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, c * p * p)
+    return images.reshape(b, c, h // p, p, w // p, p)
 
 
-def _columns_first(images: torch.Tensor, p: int) -> torch.Tensor:
-    b, c, h, w = images.shape
-    return images.reshape(b, c, h // p, p, w // p, p).permute(0, 4, 2, 1, 3, 5).reshape(b, -1, c * p * p)
+PATCH_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("a plain reshape", lambda x, p: x.reshape(len(x), -1, x.shape[1] * p * p),
+            "a plain reshape of (B, C, H, W) does not cut square patches: it takes runs of consecutive pixels "
+            "along each row. Reshape to (B, C, H/P, P, W/P, P), permute the grid axes to the front, then flatten"),
+    Mistake("flattened channels-last",
+            lambda x, p: _grid(x, p).permute(0, 2, 4, 3, 5, 1).reshape(len(x), -1, x.shape[1] * p * p),
+            "your patches are flattened channels-last (rows, columns, then C); flatten each patch channel first "
+            "(C, then rows, then columns), the layout of a Conv2d weight (D, C, P, P)"),
+    Mistake("patches column by column",
+            lambda x, p: _grid(x, p).permute(0, 4, 2, 1, 3, 5).reshape(len(x), -1, x.shape[1] * p * p),
+            "your patches come column by column; number them row by row (reading order: left to right along "
+            "the top row of patches first)"),
+    Mistake("one column per patch (B, C*P*P, N)", lambda x, p: solution_patchify(x, p).transpose(1, 2),
+            "you returned (B, C*P*P, N), one column per patch (the layout of F.unfold); transpose the last two "
+            "dimensions to get one row per patch, (B, N, C*P*P)"),
+)
+
+PATCH_FORBIDDEN = (F.unfold, torch.Tensor.unfold, F.conv2d, F.pixel_unshuffle, library.patchify)
+PATCH_HIDDEN = 2
 
 
-def _reshape_only(images: torch.Tensor, p: int) -> torch.Tensor:
-    b, c, h, w = images.shape
-    return images.reshape(b, (h // p) * (w // p), c * p * p)
-
-
-PATCH_MISTAKES: list[tuple[Callable[[torch.Tensor, int], torch.Tensor], str]] = [
-    (_reshape_only, "a plain reshape of (B, C, H, W) does not cut square patches: it takes runs of consecutive "
-                    "pixels along each row. Reshape to (B, C, H/P, P, W/P, P), permute the grid axes to the "
-                    "front, then flatten"),
-    (_channels_last, "your patches are flattened channels-last (rows, columns, then C); flatten each patch "
-                     "channel first (C, then rows, then columns), the layout of a Conv2d weight (D, C, P, P)"),
-    (_columns_first, "your patches come column by column; number them row by row (reading order: left to "
-                     "right along the top row of patches first)"),
-    (lambda x, p: F.unfold(x, p, stride=p), "you returned (B, C*P*P, N), the layout of F.unfold; transpose "
-                                            "the last two dimensions to get one row per patch, (B, N, C*P*P)"),
-]
-
-
-@exercise("patchify")
+@exercise("patchify", solution=solution_patchify, hidden=PATCH_HIDDEN, mistakes=PATCH_MISTAKES,
+          forbidden=PATCH_FORBIDDEN, gradients=True)
 def check_patchify(answer: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-    """Check ``answer(images (B, C, H, W), patch_size) -> (B, N, C*P*P)`` against :func:`patchify`."""
-    for images, p in _patch_inputs():
-        what = f"patchify of images {tuple(images.shape)} with P={p}"
-        got, want = call(answer, images.clone(), p), patchify(images, p)
-        if isinstance(got, torch.Tensor) and not (got.shape == want.shape and torch.allclose(got, want)):
-            for mistake, hint in PATCH_MISTAKES:
-                wrong = mistake(images, p)
-                if got.shape == wrong.shape and torch.allclose(got, wrong):
-                    raise Hint(hint)
-        expect_close(got, want, what)
+    """Check ``answer(images (B, C, H, W), patch_size) -> (B, N, C*P*P)`` against :func:`course_utils.vit.patchify`."""
+    cases = [*patch_cases(), *hidden_cases(_hidden_patches, PATCH_HIDDEN)]
+    check_cases(answer, cases, library.patchify, mistakes=PATCH_MISTAKES)
+    expect_gradients(answer, library.patchify, cases[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,28 +129,60 @@ TOKEN_ERRORS = {
 }
 
 
-@exercise("add_cls_and_positions")
-def check_add_cls_and_positions(answer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-    """Check ``answer(patch_tokens (B, N, D), cls_token (1, 1, D), pos_embed (1, N+1, D))`` -> ``(B, N+1, D)``."""
+def _tokens(b: int, n: int, d: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random patch tokens ``(B, N, D)``, CLS token ``(1, 1, D)`` and position embeddings ``(1, N+1, D)``."""
+    return (torch.randn(b, n, d, generator=g), torch.randn(1, 1, d, generator=g),
+            torch.randn(1, n + 1, d, generator=g))
+
+
+def _tokens_what(b: int, n: int, d: int) -> str:
+    return f"tokens ({b}, {n}, {d}), CLS (1, 1, {d}), positions (1, {n + 1}, {d})"
+
+
+def token_cases() -> list[Case]:
+    """The fixed cases: 2 images of 4 patches of width 3, and 3 images of 16 patches of width 8."""
     g = torch.Generator().manual_seed(4)
-    for b, n, d in [(2, 4, 3), (3, 16, 8)]:
-        tokens, cls, pos = (torch.randn(b, n, d, generator=g), torch.randn(1, 1, d, generator=g),
-                            torch.randn(1, n + 1, d, generator=g))
-        got = call(answer, tokens.clone(), cls.clone(), pos.clone(), known_errors=TOKEN_ERRORS)
-        what = f"tokens ({b}, {n}, {d}), CLS (1, 1, {d}), positions (1, {n + 1}, {d})"
+    return [Case(_tokens(b, n, d, g), _tokens_what(b, n, d)) for b, n, d in [(2, 4, 3), (3, 16, 8)]]
+
+
+def _hidden_tokens(g: torch.Generator) -> tuple[tuple[torch.Tensor, ...], str]:
+    """1-4 images, 1-9 patches, width 2-8."""
+    b, n, d = (int(torch.randint(low, high, (), generator=g)) for low, high in ((1, 5), (1, 10), (2, 9)))
+    return _tokens(b, n, d, g), _tokens_what(b, n, d)
+
+
+def _in_front(t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.cat([c.expand(len(t), -1, -1), t], 1)
+
+
+TOKEN_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("CLS at the end", lambda t, c, p: torch.cat([t, c.expand(len(t), -1, -1)], 1) + p,
+            "the CLS token goes in FRONT (position 0): the head reads token 0"),
+    Mistake("no position embeddings", lambda t, c, p: _in_front(t, c),
+            "the position embeddings are missing: add pos_embed to every token"),
+    Mistake("CLS without a position", lambda t, c, p: torch.cat([c.expand(len(t), -1, -1), t + p[:, 1:]], 1),
+            "the CLS token gets a position embedding too (row 0 of pos_embed): add pos_embed after the "
+            "concatenation"),
+)
+TOKEN_HIDDEN = 2
+
+
+@exercise("add_cls_and_positions", solution=add_cls_and_positions, hidden=TOKEN_HIDDEN, mistakes=TOKEN_MISTAKES,
+          gradients=True)
+def check_add_cls_and_positions(answer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check ``answer(patch_tokens (B, N, D), cls_token (1, 1, D), pos_embed (1, N+1, D))`` -> ``(B, N+1, D)``,
+    and that gradients reach the learned ``cls_token`` and ``pos_embed``."""
+    cases = [*token_cases(), *hidden_cases(_hidden_tokens, TOKEN_HIDDEN)]
+
+    def explain(got: Any, want: torch.Tensor, case: Case) -> None:
+        b, n, d = case.args[0].shape
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (b, n, d):
-            raise Hint(f"{what}: got {tuple(got.shape)}, the patch tokens alone; put the CLS token in front "
-                       f"to get (B, N+1, D) = {(b, n + 1, d)}")
-        got = expect_tensor(got, (b, n + 1, d), what)
-        cls_all = cls.expand(b, -1, -1)
-        if torch.allclose(got, torch.cat([tokens, cls_all], 1) + pos):
-            raise Hint("the CLS token goes in FRONT (position 0): the head reads token 0")
-        if torch.allclose(got, torch.cat([cls_all, tokens], 1)):
-            raise Hint("the position embeddings are missing: add pos_embed to every token")
-        if torch.allclose(got, torch.cat([cls_all, tokens + pos[:, 1:]], 1)):
-            raise Hint("the CLS token gets a position embedding too (row 0 of pos_embed): add pos_embed after "
-                       "the concatenation")
-        expect_close(got, add_cls_and_positions(tokens, cls, pos), what)
+            raise Hint(f"{case.what}: got {(b, n, d)}, one token per patch: the CLS token is missing; put it in "
+                       f"front to get (B, N+1, D) = {(b, n + 1, d)}")
+
+    check_cases(answer, cases, add_cls_and_positions, mistakes=TOKEN_MISTAKES, explain=explain,
+                known_errors=TOKEN_ERRORS)
+    expect_gradients(answer, add_cls_and_positions, cases[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +191,27 @@ def check_add_cls_and_positions(answer: Callable[[torch.Tensor, torch.Tensor, to
 
 COUNT_CASES = [(28, 7, 1, 64, 4, 4, 128, 10), (32, 4, 3, 96, 6, 3, 384, 100), (224, 16, 3, 768, 12, 12, 3072, 1000),
                (28, 14, 1, 16, 1, 2, 16, 10)]
+
+
+def _settings(case: tuple[int, ...]) -> str:
+    return f"vit_parameter_count{case}"
+
+
+def count_cases() -> list[Case]:
+    """The fixed settings, ViT-Base/16 among them."""
+    return [Case(case, _settings(case)) for case in COUNT_CASES]
+
+
+def _hidden_count(g: torch.Generator) -> tuple[tuple[int, ...], str]:
+    """Random settings: a grid of 1-8 patches of 1-8 pixels, 1-4 channels, 1-8 heads of width 1-16, 1-12 blocks,
+    an MLP 1-4 times as wide, 2-999 classes (the count stays far below 2**31)."""
+    def draw(low: int, high: int) -> int:
+        return int(torch.randint(low, high + 1, (), generator=g))
+
+    grid, patch, channels, heads, head_dim = draw(1, 8), draw(1, 8), draw(1, 4), draw(1, 8), draw(1, 16)
+    d = heads * head_dim
+    case = (grid * patch, patch, channels, d, draw(1, 12), heads, d * draw(1, 4), draw(2, 999))
+    return case, _settings(case)
 
 
 def _without(**drop: bool) -> Callable[..., int]:
@@ -167,28 +229,44 @@ def _without(**drop: bool) -> Callable[..., int]:
     return count
 
 
-COUNT_MISTAKES: list[tuple[Callable[..., int], str]] = [
-    (_without(pos=True, cls=True), "the CLS token (D) and the position embeddings ((N+1) x D) are parameters too"),
-    (_without(pos=True), "the position embeddings are learned parameters: (N+1) x D of them"),
-    (_without(cls=True), "D parameters are missing: the CLS token is a learned vector of D numbers, and there "
-                         "are N+1 position embeddings (one for the CLS token as well)"),
-    (_without(norms=True), "each LayerNorm has a weight and a bias (2D): two per block, plus the final one"),
-    (_without(final_norm=True), "the final LayerNorm before the head has 2D parameters"),
-    (_without(biases=True), "the Linear layers and the patch projection have biases too"),
-    (_without(out_proj=True), "attention has FOUR D x D projections: query, key, value and the output projection"),
-    (_without(per_head=True), "the heads split the same D x D projections; more heads do not add parameters"),
-]
+COUNT_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("no CLS token, no positions", _without(pos=True, cls=True),
+            "the CLS token (D) and the position embeddings ((N+1) x D) are parameters too"),
+    Mistake("no position embeddings", _without(pos=True),
+            "the position embeddings are learned parameters: (N+1) x D of them"),
+    Mistake("no CLS token", _without(cls=True),
+            "D parameters are missing: the CLS token is a learned vector of D numbers, and there are N+1 position "
+            "embeddings (one for the CLS token as well)"),
+    Mistake("no LayerNorms", _without(norms=True),
+            "each LayerNorm has a weight and a bias (2D): two per block, plus the final one"),
+    Mistake("no final LayerNorm", _without(final_norm=True), "the final LayerNorm before the head has 2D parameters"),
+    Mistake("no biases", _without(biases=True), "the Linear layers and the patch projection have biases too"),
+    Mistake("no output projection", _without(out_proj=True),
+            "attention has FOUR D x D projections: query, key, value and the output projection"),
+    Mistake("projections per head", _without(per_head=True),
+            "the heads split the same D x D projections; more heads do not add parameters"),
+)
+COUNT_HIDDEN = 3
 
 
-@exercise("vit_parameter_count")
+def _whole_and_equal(got: Any, want: int) -> bool:
+    """True when ``got`` is a whole number (an int, numpy integer or one-element integer tensor) equal to ``want``."""
+    try:
+        return as_int(got, "") == want
+    except Hint:
+        return False
+
+
+@exercise("vit_parameter_count", solution=vit_parameter_count, hidden=COUNT_HIDDEN, mistakes=COUNT_MISTAKES,
+          forbidden=((nn.Module.__init__, "that builds a model: count the parameters from the settings alone, "
+                                          "part by part, without building one"),))
 def check_vit_parameter_count(answer: Callable[..., int]) -> None:
-    """Check ``answer(image_size, patch_size, channels, embed_dim, depth, num_heads, mlp_hidden, num_classes)``."""
-    got = [call(answer, *case) for case in COUNT_CASES]
-    for case, g in zip(COUNT_CASES, got):
-        if isinstance(g, bool) or not isinstance(g, numbers.Integral):
-            raise Hint(f"vit_parameter_count{case} returned {describe(g)}; return a Python int")
-    want = [vit_parameter_count(*case) for case in COUNT_CASES]
-    name_mistake(COUNT_MISTAKES, COUNT_CASES, got, want)
-    for case, g, r in zip(COUNT_CASES, got, want):
-        if g != r:
-            raise Hint(f"vit_parameter_count{case} should be {r:,}, got {g:,} (off by {g - r:+,})")
+    """Check ``answer(image_size, patch_size, channels, embed_dim, depth, num_heads, mlp_hidden, num_classes)``,
+    counted from the settings alone (building a model, any ``nn.Module``, is not allowed)."""
+    cases = [*count_cases(), *hidden_cases(_hidden_count, COUNT_HIDDEN)]
+
+    def explain(got: Any, want: int, case: Case) -> None:
+        value = as_int(got, case.what)
+        raise Hint(f"{case.what}: your count {value:,} is too {'large' if value > want else 'small'}")
+
+    check_cases(answer, cases, vit_parameter_count, mistakes=COUNT_MISTAKES, equal=_whole_and_equal, explain=explain)
