@@ -16,6 +16,7 @@ Each module fits on a screen:
 - :mod:`course_utils.models`: the MLP and CNN that later notebooks compare against, ``count_parameters``;
 - :mod:`course_utils.plots`: learning curves, confusion matrix, image grids, filters, feature maps;
 - :mod:`course_utils.results`: record each notebook's headline figures, and the tables of ``make results``;
+- :mod:`course_utils.uncertainty`: Wilson intervals of accuracies, ties, mean ± std over seeds;
 - :mod:`course_utils.network`: time limits on every network call, and the session's online/offline state;
 - :mod:`course_utils.colab`: what Colab ships, and the notebooks' first cell (``first_cell.py``);
 - :mod:`course_utils.lab`, :mod:`course_utils.execute`, :mod:`course_utils.bench`: the ``python -m course_utils``
@@ -28,7 +29,7 @@ import warnings
 # Where a Jupyter lacks ipywidgets, tqdm.auto warns and falls back to the text bar: that is fine.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from . import attention, captioning, fusion, imagetext, models, text, vit
+from . import attention, captioning, fusion, imagetext, models, text, uncertainty, vit
 from .data import (
     FASHION_CLASSES,
     MNIST_CLASSES,
@@ -45,10 +46,12 @@ from .plots import plot_confusion_matrix, plot_history, plot_mistakes, show_feat
 from .results import record_results
 from .runsize import RUN_SIZES, Plan, get_device, get_run_size, run_plan, set_seed
 from .training import History, autocast_dtype, evaluate, evaluating, fit, fit_tensors, predict
+from .uncertainty import format_accuracy, wilson_interval
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "format_accuracy", "wilson_interval", "uncertainty",
     "FASHION_CLASSES", "MNIST_CLASSES", "ChecksumError", "DataUnavailableError", "ImageSet", "load_fashion_mnist",
     "load_mnist", "random_shift", "shift_images", "plot_confusion_matrix", "plot_history", "plot_mistakes",
     "show_feature_maps", "show_filters", "show_images", "record_results", "RUN_SIZES", "Plan", "get_device",

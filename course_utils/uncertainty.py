@@ -1,0 +1,83 @@
+"""How sure a measured accuracy is: Wilson intervals, ties, and the spread over seeds.
+
+A test accuracy of 0.9910 on 2,000 images is one draw: the 95% Wilson interval says which true
+accuracies are compatible with it. Two models whose intervals overlap are called a tie here: the
+data cannot rank them. Where an argument rests on a ranking, train several seeds and report
+mean ± standard deviation as well.
+"""
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Sequence
+
+__all__ = ["wilson_interval", "accuracy_interval", "format_accuracy", "is_tie", "compare", "mean_std",
+           "format_mean_std"]
+
+
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``correct / total``: ``(low, high)`` in [0, 1].
+
+    Unlike the normal ("Wald") interval it stays inside [0, 1] and is sound near 0 and 1, where test
+    accuracies live.
+
+    Raises:
+        ValueError: for ``total < 1``, ``correct`` outside ``[0, total]`` or ``confidence`` outside (0, 1).
+    """
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise ValueError(f"total: expected a whole number of examples >= 1, got {total!r}")
+    if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= total:
+        raise ValueError(f"correct: expected a whole number in [0, total={total}], got {correct!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a level in (0, 1) such as 0.95, got {confidence!r}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z / (1 + z * z / total) * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_interval(accuracy: float, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """:func:`wilson_interval` of an accuracy measured on ``total`` examples (``accuracy * total`` correct)."""
+    if not 0 <= accuracy <= 1:
+        raise ValueError(f"accuracy: expected a fraction in [0, 1], got {accuracy!r}")
+    return wilson_interval(round(accuracy * total), total, confidence)
+
+
+def format_accuracy(accuracy: float, total: int) -> str:
+    """``0.9910 [0.9863, 0.9941]``: the accuracy and its 95% Wilson interval."""
+    low, high = accuracy_interval(accuracy, total)
+    return f"{accuracy:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def is_tie(accuracy_a: float, accuracy_b: float, total: int) -> bool:
+    """True when the 95% intervals of two accuracies measured on the same ``total`` examples overlap:
+    the gap is within the noise of the test set, and the data cannot rank the two."""
+    low_a, high_a = accuracy_interval(accuracy_a, total)
+    low_b, high_b = accuracy_interval(accuracy_b, total)
+    return low_a <= high_b and low_b <= high_a
+
+
+def compare(name_a: str, accuracy_a: float, name_b: str, accuracy_b: float, total: int) -> str:
+    """One sentence for the prose: which is better, or that they tie, with both intervals."""
+    a, b = format_accuracy(accuracy_a, total), format_accuracy(accuracy_b, total)
+    if is_tie(accuracy_a, accuracy_b, total):
+        return f"{name_a} {a} and {name_b} {b} tie: their 95% intervals overlap on {total:,} test images"
+    better, worse = (name_a, name_b) if accuracy_a > accuracy_b else (name_b, name_a)
+    return f"{better} beats {worse}: {name_a} {a} vs {name_b} {b}, intervals apart on {total:,} test images"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of the figures of several seeds."""
+    if len(values) == 0:
+        raise ValueError("values: expected at least one figure")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def format_mean_std(values: Sequence[float]) -> str:
+    """``0.9905 ± 0.0008 (3 seeds)``."""
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f} ({len(values)} seed{'s' if len(values) != 1 else ''})"

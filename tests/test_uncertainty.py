@@ -1,0 +1,57 @@
+"""course_utils.uncertainty: Wilson intervals against known values, ties, and seed spreads."""
+from __future__ import annotations
+
+import pytest
+
+from course_utils.uncertainty import (
+    accuracy_interval,
+    compare,
+    format_accuracy,
+    format_mean_std,
+    is_tie,
+    mean_std,
+    wilson_interval,
+)
+
+
+def test_wilson_matches_a_worked_value_and_stays_in_range() -> None:
+    low, high = wilson_interval(81, 263)          # the classic example: 0.2553 to 0.3662 at 95%
+    assert low == pytest.approx(0.2553, abs=1e-4) and high == pytest.approx(0.3662, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0) and wilson_interval(10, 10)[1] == 1.0
+    low, high = wilson_interval(1982, 2000)
+    assert low < 0.991 < high and high - low < 0.01
+
+
+def test_a_higher_confidence_gives_a_wider_interval() -> None:
+    narrow, wide = wilson_interval(90, 100, 0.90), wilson_interval(90, 100, 0.99)
+    assert wide[0] < narrow[0] and wide[1] > narrow[1]
+
+
+@pytest.mark.parametrize("correct, total, confidence", [(1, 0, 0.95), (5, 4, 0.95), (-1, 4, 0.95), (1, 4, 1.0),
+                                                        (1.5, 4, 0.95), (True, 4, 0.95)])
+def test_bad_input_is_refused_by_name(correct, total, confidence) -> None:
+    with pytest.raises(ValueError, match="total|correct|confidence"):
+        wilson_interval(correct, total, confidence)
+
+
+def test_accuracy_helpers() -> None:
+    assert accuracy_interval(0.991, 2000) == wilson_interval(1982, 2000)
+    assert format_accuracy(0.991, 2000).startswith("0.9910 [0.98")
+    with pytest.raises(ValueError, match="accuracy"):
+        accuracy_interval(1.5, 10)
+
+
+def test_ties_and_rankings() -> None:
+    assert is_tie(0.9830, 0.9815, 2000)                      # 3 images of 2,000: a tie
+    assert not is_tie(0.99, 0.95, 2000)
+    assert "tie" in compare("CNN", 0.9830, "ViT", 0.9815, 2000)
+    assert compare("CNN", 0.99, "MLP", 0.95, 2000).startswith("CNN beats MLP")
+
+
+def test_mean_std() -> None:
+    assert mean_std([1.0]) == (1.0, 0.0)
+    mean, std = mean_std([0.98, 0.99, 1.0])
+    assert mean == pytest.approx(0.99) and std == pytest.approx(0.01)
+    assert format_mean_std([0.98, 0.99, 1.0]) == "0.9900 ± 0.0100 (3 seeds)"
+    with pytest.raises(ValueError):
+        mean_std([])
