@@ -18,6 +18,7 @@ Each module fits on a screen:
 - :mod:`course_utils.results`: record each notebook's headline figures, and the tables of ``make results``;
 - :mod:`course_utils.uncertainty`: Wilson intervals of accuracies, ties, mean ± std over seeds;
 - :mod:`course_utils.network`: time limits on every network call, and the session's online/offline state;
+- :mod:`course_utils.tour`: notebook 00's set-up check, module tour, results paths and run-time table;
 - :mod:`course_utils.colab`: what Colab ships, and the notebooks' first cell (``first_cell.py``);
 - :mod:`course_utils.lab`, :mod:`course_utils.execute`, :mod:`course_utils.bench`: the ``python -m course_utils``
   commands (the lab, re-running notebooks, timing the offline fallbacks);
@@ -44,7 +45,8 @@ from .data import (
 from .models import count_parameters
 from .plots import plot_confusion_matrix, plot_history, plot_mistakes, show_feature_maps, show_filters, show_images
 from .results import record_results
-from .runsize import RUN_SIZES, Plan, get_device, get_run_size, run_plan, set_seed
+from .runsize import RUN_SIZES, Plan, get_device, get_run_size, run_plan, set_seed, show_plans
+from .tour import check_setup, module_tour, results_location, results_overview, results_path
 from .training import History, autocast_dtype, evaluate, evaluating, fit, fit_tensors, predict
 from .uncertainty import format_accuracy, wilson_interval
 
@@ -57,4 +59,5 @@ __all__ = [
     "show_feature_maps", "show_filters", "show_images", "record_results", "RUN_SIZES", "Plan", "get_device",
     "get_run_size", "run_plan", "set_seed", "History", "autocast_dtype", "evaluate", "fit", "fit_tensors", "evaluating",
     "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning", "count_parameters",
+    "show_plans", "check_setup", "module_tour", "results_location", "results_overview", "results_path",
 ]

@@ -19,13 +19,15 @@ def plot_history(histories: History | dict[str, History], title: str = "",
                  val_label: str = "validation") -> plt.Figure:
     """Loss and accuracy per epoch, train (solid) and the ``val`` set of ``fit`` (dashed), for one or more runs.
 
+    The legend sits below the two plots, one entry per curve, so it never hides a point.
+
     Args:
         histories: one :class:`History`, or ``{"MLP": h1, "CNN": h2}`` to compare runs.
-        val_label: what the dashed curves measured, e.g. ``"test"`` when ``fit`` got the test split.
+        val_label: what the dashed curves measured (the validation split held out of the training data).
     """
     if isinstance(histories, History):
         histories = {"": histories}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for (name, history), color in zip(histories.items(), sns.color_palette()):
         for ax, metric in zip(axes, ("loss", "acc")):
             epochs = history["epoch"]
@@ -35,9 +37,9 @@ def plot_history(histories: History | dict[str, History], title: str = "",
     for ax, label in zip(axes, ("cross-entropy loss", "accuracy")):
         ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
-        ax.legend()
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -129,9 +131,9 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | torch.Tensor | Non
 
 
 def plot_mistakes(model: nn.Module, data: ImageSet, n: int = 16, title: str = "") -> plt.Figure:
-    """The ``n`` test images the model got wrong with the highest confidence.
+    """The ``n`` images of ``data`` the model got wrong with the highest confidence.
 
-    Titles read ``true → predicted (confidence)``.
+    Each caption reads ``true → predicted (confidence)``; the title says so, and how many were wrong.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected an int of at least 1, got {n!r}")
@@ -139,57 +141,73 @@ def plot_mistakes(model: nn.Module, data: ImageSet, n: int = 16, title: str = ""
     confidence, guess = probs.max(1)
     wrong = (guess != data.labels.cpu()).nonzero().squeeze(1)
     order = wrong[confidence[wrong].argsort(descending=True)][:n]
+    heading = title or f"Most confident mistakes ({len(wrong)} wrong of {len(data)})"
     fig = show_images(data.images[order].cpu(), data.labels[order].cpu(), data.classes, guess[order],
-                      title=title or f"Most confident mistakes ({len(wrong)} wrong of {len(data)})")
+                      title=f"{heading}\ncaptions: true → predicted (the model's confidence)")
     for ax, k in zip(fig.axes, order):
         ax.set_title(ax.get_title() + f" ({confidence[k]:.0%})", fontsize=8, color="crimson")
     return fig
 
 
 def show_filters(conv: nn.Conv2d, max_filters: int = 32, title: str = "") -> plt.Figure:
-    """The kernels of a conv layer's first input channel, one small image each (blue < 0 < red)."""
+    """The kernels of a conv layer's first input channel, one labelled image each, on one colour scale
+    (blue < 0 < red) with a colour bar."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"expected an nn.Conv2d, got {type(conv).__name__}")
     if isinstance(max_filters, bool) or not isinstance(max_filters, int) or max_filters < 1:
         raise ValueError(f"max_filters: expected an int of at least 1, got {max_filters!r}")
-    weights = conv.weight.detach().cpu()[:max_filters, 0]  # (F, kH, kW)
-    ncols = min(8, len(weights))
-    nrows = math.ceil(len(weights) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.2 * nrows), squeeze=False)
-    limit = float(weights.abs().max())
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(weights):
-            ax.imshow(weights[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    weights = conv.weight.detach().float().cpu()[:max_filters, 0]  # (F, kH, kW)
+    limit = float(weights.abs().max()) or 1.0
+    fig = _map_grid(weights, "filter", cmap="RdBu_r", vmin=-limit, vmax=limit, colorbar_label="weight",
+                    ncols=8, size=1.3)
     fig.suptitle(title or f"{len(weights)} learned {conv.kernel_size[0]}x{conv.kernel_size[1]} filters")
-    fig.tight_layout()
     return fig
 
 
 def show_feature_maps(model: nn.Module, layer: nn.Module, image: torch.Tensor, max_maps: int = 16,
-                      title: str = "") -> plt.Figure:
-    """What ``layer`` outputs for one ``image`` ``(1, H, W)``: its first ``max_maps`` channels.
+                      title: str = "", ncols: int = 4) -> plt.Figure:
+    """What ``layer`` outputs for one ``image`` ``(C, H, W)``: its first ``max_maps`` channels.
 
-    The model runs on its own device in eval mode; its mode is restored afterwards.
+    Each map is a labelled panel (``channel k``, large enough to see the pixels), all on one colour
+    scale with a colour bar, so that bright means the same in every panel. The model runs on its own
+    device in eval mode; its mode is restored afterwards.
+
+    Args:
+        ncols: panels per row, at least 1.
     """
     if image.ndim != 3:
         raise ValueError(f"image: expected one image (C, H, W), got shape {tuple(image.shape)}")
     if isinstance(max_maps, bool) or not isinstance(max_maps, int) or max_maps < 1:
         raise ValueError(f"max_maps: expected an int of at least 1, got {max_maps!r}")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols: expected an int of at least 1, got {ncols!r}")
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
     try:
         predict(model, ImageSet(image[None].float(), torch.zeros(1, dtype=torch.int64), ["?"]))
     finally:
         handle.remove()
-    maps = captured[0][0, :max_maps].cpu()  # (C, h, w)
-    ncols = min(8, len(maps))
+    maps = captured[0][0, :max_maps].float().cpu()  # (C, h, w)
+    low, high = float(maps.min()), float(maps.max())
+    fig = _map_grid(maps, "channel", cmap="viridis", vmin=low, vmax=high if high > low else low + 1,
+                    colorbar_label="activation", ncols=ncols, size=2.0)
+    fig.suptitle(title or f"{len(maps)} feature maps, each {maps.shape[-2]}x{maps.shape[-1]}")
+    return fig
+
+
+def _map_grid(maps: torch.Tensor, name: str, cmap: str, vmin: float, vmax: float, colorbar_label: str,
+              ncols: int, size: float) -> plt.Figure:
+    """Maps ``(K, h, w)`` as panels titled ``f"{name} {k}"`` on one colour scale, with one colour bar
+    (the figure's last axes)."""
+    ncols = min(ncols, len(maps))
     nrows = math.ceil(len(maps) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 1.0, size * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    shown = None
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(maps):
-            ax.imshow(maps[i].numpy(), cmap="viridis")
-    fig.suptitle(title or f"{len(maps)} feature maps, each {maps.shape[-2]}x{maps.shape[-1]}")
-    fig.tight_layout()
+            shown = ax.imshow(maps[i].numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            ax.set_title(f"{name} {i}", fontsize=8)
+    fig.colorbar(shown, ax=axes.ravel().tolist(), label=colorbar_label, shrink=0.9)
     return fig

@@ -21,6 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 from .runsize import RUN_SIZES, Plan
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
@@ -31,8 +33,8 @@ COMMITTED_SIZES = ("cpu", "gpu")
 HEADLINE: dict[str, list[str]] = {
     "00_setup_and_tour": [],
     "01_mnist_mlp": ["mnist_test_acc"],
-    "02_mnist_cnn": ["mnist_test_acc", "fashion_test_acc"],
-    "03_vision_transformer": ["mnist_test_acc", "fashion_test_acc"],
+    "02_mnist_cnn": ["mnist_test_acc_seed_mean", "fashion_test_acc", "bn_train_mode_acc"],
+    "03_vision_transformer": ["mnist_test_acc", "fashion_test_acc", "permutation_max_diff"],
     "04_bert_image_text": ["pipeline_test_acc", "visual_tokens_test_acc"],
     "05_attention_math": ["max_abs_diff_vs_torch", "fused_speedup_at_T4096"],
     "06_multimodal_fusion": ["fusion_test_acc", "zero_shot_test_acc"],
@@ -83,7 +85,11 @@ def _metric(name: str, value: object) -> int | float:
 
 
 def record_results(plan: Plan, metrics: dict[str, object]) -> None:
-    """Save ``metrics`` with the plan's notebook, run size, device and elapsed seconds, and print them.
+    """Save ``metrics`` with the plan's notebook, run size, device, CPU threads and elapsed seconds; print them.
+
+    The thread count is there because it changes the figures: a seeded run repeats bit for bit on the
+    same CPU with the same number of threads, and moves slightly with another (the order of the
+    floating-point sums inside the kernels changes).
 
     The file is ``results_dir(plan.size) / f"{plan.notebook}.json"``, written atomically (a temporary
     file in the same folder, then ``os.replace``), so two kernels writing at once never leave it corrupt
@@ -100,7 +106,7 @@ def record_results(plan: Plan, metrics: dict[str, object]) -> None:
         value = _metric(name, value)
         clean[name] = value if isinstance(value, int) else float(f"{value:.6g}")
     record = {"notebook": plan.notebook, "run_size": plan.size, "device": plan.device.type,
-              "seconds": round(plan.elapsed(), 1), "metrics": clean}
+              "threads": torch.get_num_threads(), "seconds": round(plan.elapsed(), 1), "metrics": clean}
     folder = results_dir(plan.size)
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomically(folder / f"{plan.notebook}.json", json.dumps(record, indent=2) + "\n")

@@ -34,35 +34,38 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "01_mnist_mlp": {
         "smoke": {"train_limit": 1000, "test_limit": 500, "epochs": 1, "loop_epochs": 1, "batch_size": 128,
-                  "timing_repeats": 1},
+                  "timing_repeats": 1, "sweep_epochs": 1, "seeds": 1, "pitfall_epochs": 1},
         "cpu": {"train_limit": 8000, "test_limit": None, "epochs": 30, "loop_epochs": 3, "batch_size": 128,
-                "timing_repeats": 3},
+                "timing_repeats": 3, "sweep_epochs": 10, "seeds": 3, "pitfall_epochs": 5},
         "gpu": {"train_limit": None, "test_limit": None, "epochs": 30, "loop_epochs": 3, "batch_size": 256,
-                "timing_repeats": 3},
+                "timing_repeats": 3, "sweep_epochs": 10, "seeds": 3, "pitfall_epochs": 5},
     },
     "02_mnist_cnn": {
         "smoke": {
-            "train_limit": 500, "test_limit": 300, "epochs": 1, "batch_size": 128, "max_test_shift": 1,
+            "train_limit": 500, "test_limit": 300, "epochs": 1, "batch_size": 128, "max_test_shift": 1, "seeds": 2,
             "fashion_train_limit": 500, "fashion_test_limit": 300, "fashion_epochs": 1, "fashion_batch_size": 256,
+            "fashion_seeds": 1,
         },
         "cpu": {
-            "train_limit": 8000, "test_limit": None, "epochs": 15, "batch_size": 128, "max_test_shift": 6,
-            "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 8, "fashion_batch_size": 256,
+            "train_limit": 8000, "test_limit": None, "epochs": 15, "batch_size": 128, "max_test_shift": 6, "seeds": 3,
+            "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 10, "fashion_batch_size": 256,
+            "fashion_seeds": 1,
         },
         "gpu": {
-            "train_limit": None, "test_limit": None, "epochs": 15, "batch_size": 256, "max_test_shift": 6,
+            "train_limit": None, "test_limit": None, "epochs": 15, "batch_size": 256, "max_test_shift": 6, "seeds": 3,
             "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 20, "fashion_batch_size": 256,
+            "fashion_seeds": 3,
         },
     },
     "03_vision_transformer": {
-        "smoke": {"train_limit": 1000, "test_limit": 500, "epochs": 1, "batch_size": 128, "cnn_epochs": 1,
-                  "fashion_train_limit": 1000, "fashion_test_limit": 500, "fashion_epochs": 1, "cnn_fashion_epochs": 1,
+        "smoke": {"train_limit": 1000, "test_limit": 500, "epochs": 1, "batch_size": 128,
+                  "fashion_train_limit": 1000, "fashion_test_limit": 500, "fashion_epochs": 1,
                   "fashion_batch_size": 256},
-        "cpu": {"train_limit": None, "test_limit": None, "epochs": 30, "batch_size": 128, "cnn_epochs": 5,
-                "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 10, "cnn_fashion_epochs": 3,
+        "cpu": {"train_limit": None, "test_limit": None, "epochs": 15, "batch_size": 128,
+                "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 10,
                 "fashion_batch_size": 256},
-        "gpu": {"train_limit": None, "test_limit": None, "epochs": 30, "batch_size": 256, "cnn_epochs": 15,
-                "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 40, "cnn_fashion_epochs": 20,
+        "gpu": {"train_limit": None, "test_limit": None, "epochs": 30, "batch_size": 256,
+                "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 40,
                 "fashion_batch_size": 256},
     },
     "04_bert_image_text": {
@@ -178,3 +181,50 @@ def run_plan(notebook: str, size: str | None = None, seed: int = 0) -> Plan:
                       "and take far longer; COURSE_RUN_SIZE=cpu sizes it for a laptop", stacklevel=2)
     set_seed(seed)
     return Plan(notebook=notebook, size=size, device=get_device(), settings=dict(PLANS[notebook][size]))
+
+
+def _setting(value: Any, shorten: int = 4) -> str:
+    """A plan setting as the plan table prints it: ``None`` as ``all``, a list longer than ``shorten``
+    as its first two values, ``...``, its last, and its length: ``[2, 4, ..., 1024] (10)``."""
+    if value is None:
+        return "all"
+    if isinstance(value, (list, tuple)) and len(value) > shorten:
+        return f"[{value[0]}, {value[1]}, ..., {value[-1]}] ({len(value)})"
+    return str(list(value)) if isinstance(value, tuple) else str(value)
+
+
+def plan_table(notebook: str, current: str | None = None) -> str:
+    """``notebook``'s plan as text: one row per setting, one column per run size, ``current`` marked ``*``.
+
+    Raises:
+        KeyError: ``notebook`` has no plan.
+        ValueError: ``current`` is not a run size.
+    """
+    if notebook not in PLANS:
+        raise KeyError(f"no plan for notebook {notebook!r}; known: {', '.join(PLANS)}")
+    current = None if current is None else _normalise(current, "current")
+    sizes = PLANS[notebook]
+    knobs = list(dict.fromkeys(knob for size in RUN_SIZES for knob in sizes[size]))
+    rows = [[notebook, *(f"{size}*" if size == current else size for size in RUN_SIZES)]]
+    rows += [[f"  {knob}", *(_setting(sizes[size].get(knob, "-")) for size in RUN_SIZES)] for knob in knobs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def show_plans(current: str | None = None, notebooks: list[str] | None = None) -> None:
+    """Print :func:`plan_table` for each of ``notebooks`` (default: every notebook in ``PLANS``).
+
+    Args:
+        current: the run size to mark with ``*``; ``None`` marks :func:`get_run_size`'s.
+        notebooks: keys of ``PLANS``.
+    Raises:
+        KeyError: a notebook has no plan.
+        ValueError: ``current`` is not a run size.
+    """
+    current = get_run_size() if current is None else current
+    tables = [plan_table(notebook, current) for notebook in (list(PLANS) if notebooks is None else notebooks)]
+    print("\n\n".join(tables))
+    if any("...," in table for table in tables):
+        print("\n[a, b, ..., z] (n): a list of n values, shortened; all: the whole split")
+    else:
+        print("\nall: the whole split")

@@ -64,6 +64,14 @@ INFERENCE_HELPERS = [
 
 # Public functions and methods that take a model or a dataset but are not inference helpers.
 NOT_INFERENCE = [
+    # Plots of a ViT's attention: they run the model through VisionTransformer.attention_maps, which moves
+    # the images to the model's device (checked above); the position similarity reads weights only.
+    "vit.show_cls_attention",
+    "vit.show_rollout",
+    "vit.position_similarity",
+    "vit.show_position_similarity",
+    # A step of EncoderBlock.forward: like forward, it takes inputs already on the model's device.
+    "vit.EncoderBlock.fused_attention",
     # Steps of a model's own forward pass: like forward, they take inputs already on the model's device.
     "attention.MultiHeadAttention.split_heads",
     "attention.MultiHeadAttention.merge_heads",

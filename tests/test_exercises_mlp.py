@@ -29,6 +29,11 @@ def test_references_agree_with_torch() -> None:
     assert isinstance(mlp.accuracy(logits, labels), float)
     model = mlp.make_mlp([32, 16])
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    x, w, b = (torch.randn(*shape, requires_grad=True) for shape in ((4, 6), (3, 6), (3,)))
+    grad_out = torch.randn(4, 3)
+    F.linear(x, w, b).backward(grad_out)
+    for mine, autograd in zip(mlp.linear_backward(x.detach(), w.detach(), grad_out), (x.grad, w.grad, b.grad)):
+        torch.testing.assert_close(mine, autograd)
     assert sum(p.numel() for p in model.parameters()) == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
 
 
@@ -39,6 +44,7 @@ def test_references_agree_with_torch() -> None:
 CHECKERS = [
     (mlp.check_stable_softmax, mlp.stable_softmax),
     (mlp.check_cross_entropy, mlp.cross_entropy),
+    (mlp.check_linear_backward, mlp.linear_backward),
     (mlp.check_accuracy, mlp.accuracy),
     (mlp.check_make_mlp, mlp.make_mlp),
 ]
@@ -81,6 +87,7 @@ def test_make_mlp_check_leaves_the_global_random_state_alone() -> None:
 
 
 @pytest.mark.parametrize("checker, reference, hidden", [(mlp.check_cross_entropy, mlp.cross_entropy, 3),
+                                                       (mlp.check_linear_backward, mlp.linear_backward, 3),
                                                        (mlp.check_accuracy, mlp.accuracy, 3),
                                                        (mlp.check_make_mlp, mlp.make_mlp, 2)])
 def test_checkers_run_their_hidden_cases(checker, reference, hidden) -> None:
@@ -89,7 +96,7 @@ def test_checkers_run_their_hidden_cases(checker, reference, hidden) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Exercise 1: stable_softmax
+# Exercise 2: stable_softmax
 # ---------------------------------------------------------------------------------------------
 
 def softmax_naive(x):
@@ -187,7 +194,7 @@ def test_stable_softmax_turns_a_crash_into_a_hint() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Exercise 2: cross_entropy
+# Exercise 3: cross_entropy
 # ---------------------------------------------------------------------------------------------
 
 def log_softmax(x):
@@ -322,7 +329,82 @@ def test_cross_entropy_hidden_cases_sometimes_have_logits_far_apart() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Exercise 3: accuracy
+# Exercise 4: linear_backward
+# ---------------------------------------------------------------------------------------------
+
+def with_autograd(x, w, grad_out):
+    x, w = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    b = torch.zeros(len(w), requires_grad=True)
+    F.linear(x, w, b).backward(grad_out)
+    return x.grad, w.grad, b.grad
+
+
+def with_autograd_grad(x, w, grad_out):
+    x, w = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    b = torch.zeros(len(w), requires_grad=True)
+    return torch.autograd.grad((F.linear(x, w, b) * grad_out).sum(), (x, w, b))
+
+
+def with_autograd_backward(x, w, grad_out):
+    x, w = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    b = torch.zeros(len(w), requires_grad=True)
+    torch.autograd.backward(F.linear(x, w, b), grad_out)
+    return x.grad, w.grad, b.grad
+
+
+@pytest.mark.parametrize("answer, words", [
+    (with_autograd, ["`Tensor.backward`", "matrix products"]),
+    (with_autograd_grad, ["`torch.autograd.grad`"]),
+    (with_autograd_backward, ["`torch.autograd.backward`"]),
+    (lambda x, w, g: (g @ w.T, g.T @ x, g.sum(0)), ["inner sizes do not match", "(N, D_out)"]),
+    (lambda x, w, g: (g @ w, g.T @ x, g.sum(0, keepdim=True)), ["`grad_b`", "(2,)", "(1, 2)"]),
+    (lambda x, w, g: (g @ w, g.T @ x + 0.01, g.sum(0)), ["x (4, 3), w (2, 3)", "`grad_w`", "differs"]),
+    (lambda x, w, g: (g @ w, g.T @ x), ["three results"]),
+    (lambda x, w, g: g @ w, ["three results"]),
+    (lambda x, w, g: (x.T @ g, g @ w, g.sum(1)), ["`grad_x`", "shape"]),
+])
+def test_linear_backward_rejects(answer, words) -> None:
+    result = mlp.check_linear_backward(answer, quiet=True)
+    assert result.status == "failed"
+    for word in words:
+        assert word in result.message, result.message
+
+
+@pytest.mark.parametrize("mistake", mlp.LINEAR_BACKWARD_MISTAKES, ids=lambda m: m.name)
+def test_linear_backward_names_each_mistake(mistake) -> None:
+    result = mlp.check_linear_backward(mistake.compute, quiet=True)
+    assert result.status == "failed" and result.message == mistake.hint
+
+
+@pytest.mark.parametrize("answer", [
+    lambda x, w, g: [torch.einsum("no,oi->ni", g, w), torch.einsum("no,ni->oi", g, x), g.sum(dim=0)],
+    lambda x, w, g: (torch.mm(g, w), torch.mm(g.t(), x), torch.ones(len(g)) @ g),
+    lambda x, w, g: (g.double() @ w.double(), (x.T @ g).T, g.sum(dim=0)),
+    lambda x, w, g: tuple(t.detach() for t in mlp.linear_backward(x, w, g)),
+])
+def test_linear_backward_accepts_valid_alternatives(answer) -> None:
+    result = mlp.check_linear_backward(answer, quiet=True)
+    assert result.passed, result.message
+
+
+def test_linear_backward_hints_never_give_the_expected_values() -> None:
+    x, w, g = mlp.LINEAR_BACKWARD_CASES[0].args
+    result = mlp.check_linear_backward(lambda x, w, g: (g @ w, torch.zeros(len(w), x.shape[1]), g.sum(0)), quiet=True)
+    assert result.status == "failed" and "`grad_w`" in result.message
+    for value in (g.T @ x).flatten().tolist():
+        assert f"{value:.6g}" not in result.message, result.message
+
+
+def test_linear_backward_hidden_cases_have_three_different_sizes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        (x, w, g), _ = mlp._hidden_linear(generator)
+        n, d_in, d_out = len(x), x.shape[1], len(w)
+        assert len({n, d_in, d_out}) == 3 and w.shape == (d_out, d_in) and g.shape == (n, d_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 5: accuracy
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("answer, words", [
@@ -405,7 +487,7 @@ def test_accuracy_hidden_cases_have_many_examples() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Exercise 4: make_mlp
+# Exercise 1: make_mlp
 # ---------------------------------------------------------------------------------------------
 
 def mlp_without_relu(hidden):

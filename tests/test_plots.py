@@ -73,6 +73,18 @@ def test_plot_history_names_the_dashed_curves():
     assert [line.get_label() for line in fig.axes[1].lines] == ["CNN train", "CNN test"]
 
 
+def test_plot_history_legend_sits_below_the_curves():
+    """One figure legend under both plots: a legend inside an axes used to cover the curves' points."""
+    fig = plot_history({"MLP": _history(), "CNN": _history()})
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert len(fig.legends) == 1
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["MLP train", "MLP validation", "CNN train", "CNN validation"]
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    assert all(box.y1 <= ax.get_window_extent().y0 for ax in fig.axes)  # entirely below both plots
+
+
 def test_plot_confusion_matrix_counts():
     labels = torch.tensor([0, 0, 1, 1, 1, 2])
     predictions = torch.tensor([0, 1, 1, 1, 2, 2])
@@ -132,6 +144,7 @@ def test_plot_mistakes_shows_the_most_confident_mistakes():
     assert len(shown) == 4
     assert all("→ 3" in ax.get_title() and "%" in ax.get_title() for ax in shown)
     assert "11 wrong of 12" in fig._suptitle.get_text()
+    assert "true → predicted" in fig._suptitle.get_text()  # the title says how to read the captions
     assert model.training  # mode restored
 
 
@@ -141,12 +154,15 @@ def test_plot_mistakes_with_no_mistakes():
     assert not any(ax.images for ax in fig.axes) and "0 wrong of 5" in fig._suptitle.get_text()
 
 
-@pytest.mark.parametrize("filters, max_filters, axes", [(16, 32, 16), (32, 32, 32), (40, 32, 32), (4, 32, 4)])
-def test_show_filters(filters, max_filters, axes):
+@pytest.mark.parametrize("filters, max_filters, panels", [(16, 32, 16), (32, 32, 32), (40, 32, 32), (4, 32, 4)])
+def test_show_filters(filters, max_filters, panels):
     fig = show_filters(nn.Conv2d(1, filters, 5), max_filters=max_filters)
-    assert isinstance(fig, plt.Figure) and len(fig.axes) == axes
+    assert isinstance(fig, plt.Figure) and len(fig.axes) == panels + 1  # the panels and one colour bar
     assert sum(len(ax.images) for ax in fig.axes) == min(filters, max_filters)
     assert "5x5" in fig._suptitle.get_text()
+    assert fig.axes[0].get_title() == "filter 0" and fig.axes[-1].get_ylabel() == "weight"
+    limits = {ax.images[0].get_clim() for ax in fig.axes if ax.images}
+    assert len(limits) == 1 and limits.pop()[0] < 0  # one colour scale, symmetric around 0
 
 
 def test_show_filters_rejects_other_layers():
@@ -159,9 +175,23 @@ def test_show_feature_maps():
     model = models.CNN().train()
     first_block = model[0]
     fig = show_feature_maps(model, first_block, torch.rand(1, 28, 28))
-    assert isinstance(fig, plt.Figure) and len(fig.axes) == 16
+    assert isinstance(fig, plt.Figure) and len(fig.axes) == 16 + 1  # 16 maps and a colour bar
     assert fig.axes[0].images[0].get_array().shape == (14, 14)  # after the 2x2 pool
     assert model.training and not first_block[0]._forward_hooks  # mode restored, hook removed
+
+
+def test_show_feature_maps_are_labelled_large_and_on_one_scale():
+    torch.manual_seed(0)
+    model = models.CNN()
+    fig = show_feature_maps(model, model[0][2], torch.rand(1, 28, 28), max_maps=8)
+    panels, colorbar = fig.axes[:-1], fig.axes[-1]
+    assert [ax.get_title() for ax in panels] == [f"channel {k}" for k in range(8)]
+    assert colorbar.get_ylabel() == "activation"
+    assert len({ax.images[0].get_clim() for ax in panels}) == 1  # bright means the same in every panel
+    width, height = fig.get_size_inches()
+    assert width / 4 >= 1.9 and height / 2 >= 1.9  # 4 columns, 2 rows: about 2 inches a map
+    with pytest.raises(ValueError, match="ncols"):
+        show_feature_maps(model, model[0], torch.rand(1, 28, 28), ncols=0)
 
 
 @pytest.mark.parametrize("image", [torch.rand(1, 1, 28, 28), torch.rand(28, 28)])

@@ -177,3 +177,60 @@ def test_to_transformers_needs_one_label_per_output(id2label):
     """A wrong label count used to fail deep inside load_state_dict (a size mismatch of the classifier)."""
     with pytest.raises(ValueError, match=r"id2label: expected one name per output of the model's head, keys 0 to 9"):
         cu.vit.to_transformers(VisionTransformer(depth=1), id2label)
+
+
+def test_shuffle_patches_moves_whole_patches():
+    x = images(2)
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(1))
+    shuffled = cu.vit.shuffle_patches(x, 7, order)
+    assert shuffled.shape == x.shape
+    assert torch.equal(patchify(shuffled, 7), patchify(x, 7)[:, order])
+    assert torch.equal(cu.vit.shuffle_patches(x, 7, torch.arange(16)), x)
+    with pytest.raises(ValueError, match="permutation"):
+        cu.vit.shuffle_patches(x, 7, torch.zeros(16, dtype=torch.long))
+
+
+def test_fused_attention_path_matches_the_weights_path():
+    block = EncoderBlock(32, 4).eval()
+    z = torch.randn(3, 9, 32)
+    with torch.no_grad():
+        fused = block(z)
+        block.keep_attention = True
+        kept = block(z)
+    assert block.attention.shape == (3, 4, 9, 9)
+    assert torch.allclose(fused, kept, atol=1e-5)
+
+
+def test_without_positions_a_block_is_permutation_equivariant():
+    block = EncoderBlock(16, 2).eval()
+    z = torch.randn(2, 10, 16)
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(block(z[:, order]), block(z)[:, order], atol=1e-5)
+
+
+def test_attention_plots_share_one_colour_scale_with_a_colour_bar():
+    import matplotlib.pyplot as plt
+
+    model = VisionTransformer(depth=2)
+    fig = cu.vit.show_cls_attention(model, images(1)[0], "cls")
+    heat = [ax.images[1] for ax in fig.axes if len(ax.images) == 2]
+    assert len(heat) == 2 * 4 and len({im.get_clim() for im in heat}) == 1
+    assert any(ax.get_ylabel().startswith("attention weight") for ax in fig.axes)       # the colour bar
+    fig = cu.vit.show_rollout(model, images(3), ["a", "b", "c"], "rollout")
+    assert len({ax.images[1].get_clim() for ax in fig.axes if len(ax.images) == 2}) == 1
+    plt.close("all")
+
+
+def test_position_similarity_masks_the_diagonal_and_labels_the_patches():
+    import matplotlib.pyplot as plt
+
+    model = VisionTransformer()
+    similarity = cu.vit.position_similarity(model)
+    assert similarity.shape == (16, 16) and similarity.diagonal().isnan().all()
+    off = similarity[~torch.eye(16, dtype=torch.bool)]
+    assert not off.isnan().any() and off.abs().max() <= 1 + 1e-6
+    fig = cu.vit.show_position_similarity(model, "pos")
+    matrix = next(ax for ax in fig.axes if ax.get_xlabel().startswith("patch"))
+    assert [t.get_text() for t in matrix.get_yticklabels()][:2] == ["(0,0)", "(0,1)"]
+    plt.close("all")

@@ -1,4 +1,5 @@
-"""Exercises of notebook 01 (MNIST MLP), in its order: an MLP builder, softmax, cross-entropy, accuracy.
+"""Exercises of notebook 01 (MNIST MLP), in its order: an MLP builder, softmax, cross-entropy, a Linear layer's
+backward pass, accuracy.
 
 Each ``check_*`` function runs the learner's function on fixed cases and on hidden random ones,
 compares it with the reference implementation below, and when the answer is wrong names the
@@ -24,6 +25,7 @@ from . import (
     check_cases,
     describe,
     exercise,
+    expect_close,
     expect_gradients,
     expect_tensor,
     hidden_cases,
@@ -31,8 +33,8 @@ from . import (
 )
 from .softmax import HIDDEN, SOFTMAX_FORBIDDEN, SOFTMAX_MISTAKES, check_softmax_cases, stable_softmax
 
-__all__ = ["stable_softmax", "cross_entropy", "accuracy", "make_mlp", "check_make_mlp", "check_stable_softmax",
-           "check_cross_entropy", "check_accuracy"]
+__all__ = ["stable_softmax", "cross_entropy", "linear_backward", "accuracy", "make_mlp", "check_make_mlp",
+           "check_stable_softmax", "check_cross_entropy", "check_linear_backward", "check_accuracy"]
 
 # ---------------------------------------------------------------------------------------------
 # Reference implementations (``stable_softmax`` is in softmax.py, shared with notebook 05)
@@ -43,6 +45,19 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of the true classes: logits ``(N, C)``, labels ``(N,)`` -> scalar."""
     log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
     return -log_probs[torch.arange(len(labels)), labels].mean()
+
+
+def linear_backward(x: torch.Tensor, w: torch.Tensor,
+                    grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The backward pass of a Linear layer ``out = x @ w.T + b``, from matrix products (no autograd).
+
+    Args:
+        x: the layer's input ``(N, D_in)``; w: its weights ``(D_out, D_in)``;
+        grad_out: dL/d out ``(N, D_out)``, the gradient arriving from the layers above.
+    Returns:
+        ``(grad_x (N, D_in), grad_w (D_out, D_in), grad_b (D_out,))``: dL/dx, dL/dw and dL/db.
+    """
+    return grad_out @ w, grad_out.T @ x, grad_out.sum(dim=0)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -193,7 +208,98 @@ def check_cross_entropy(answer: Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------
-# Exercise 4: accuracy
+# Exercise 4: the backward pass of a Linear layer
+# ---------------------------------------------------------------------------------------------
+
+_AUTOGRAD = ("this exercise asks you to compute the gradients yourself, from matrix products; autograd is what "
+             "the notebook checks your function against afterwards")
+LINEAR_BACKWARD_FORBIDDEN = ((torch.autograd.grad, _AUTOGRAD), (torch.autograd.backward, _AUTOGRAD),
+                             (torch.Tensor.backward, _AUTOGRAD))
+
+_SHAPES = ("write down the shapes: x (N, D_in), w (D_out, D_in), grad_out (N, D_out); each gradient has the shape "
+           "of the tensor it belongs to")
+LINEAR_BACKWARD_MISTAKES: tuple[Mistake, ...] = (
+    Mistake("grad_w transposed", lambda x, w, g: (g @ w, x.T @ g, g.sum(dim=0)),
+            "`grad_w` has the shape (D_in, D_out), the transpose of `w`'s: a gradient has the shape of the tensor it "
+            "belongs to, (D_out, D_in). Which factor goes on the left?"),
+    Mistake("results in the wrong order", lambda x, w, g: (g.T @ x, g @ w, g.sum(dim=0)),
+            "your first two results are swapped: return (grad_x, grad_w, grad_b), in that order"),
+    Mistake("grad_b summed over the wrong dim", lambda x, w, g: (g @ w, g.T @ x, g.sum(dim=1)),
+            "`grad_b` has one entry per example; the bias has one entry per output feature (D_out,). Which dim of "
+            "grad_out runs over the examples?"),
+    Mistake("grad_b per example", lambda x, w, g: (g @ w, g.T @ x, g),
+            "`grad_b` is (N, D_out), one bias gradient per example; the layer has one bias, shared by every example "
+            "of the batch: how do the examples' contributions combine?"),
+    Mistake("grad_b averaged", lambda x, w, g: (g @ w, g.T @ x, g.mean(dim=0)),
+            "`grad_b` is averaged over the batch: grad_out already holds the 1/N of the mean loss, so each "
+            "example's contribution counts in full"),
+    Mistake("divided by N again", lambda x, w, g: (g @ w, g.T @ x / len(x), g.sum(dim=0) / len(x)),
+            "`grad_w` and `grad_b` are N times too small: grad_out is already the gradient of the MEAN loss (the "
+            "1/N is inside it), so do not divide by N again"),
+    Mistake("wrong sign", lambda x, w, g: (-(g @ w), -(g.T @ x), -g.sum(dim=0)),
+            "every gradient has the wrong sign: return the gradients themselves; the minus belongs to the SGD step "
+            "(w - lr * grad_w), not here"),
+)
+
+LINEAR_BACKWARD_ERRORS = {  # grad_out @ w.T, x @ grad_out...: a product whose inner sizes do not match
+    "cannot be multiplied": f"a matrix product's inner sizes do not match: {_SHAPES}",
+    "size mismatch": f"a matrix product's inner sizes do not match: {_SHAPES}",
+}
+
+
+def _linear_case(generator: torch.Generator, n: int, d_in: int, d_out: int) -> tuple[torch.Tensor, ...]:
+    """Random ``x (n, d_in)``, ``w (d_out, d_in)`` and ``grad_out (n, d_out)``."""
+    return (torch.randn(n, d_in, generator=generator), torch.randn(d_out, d_in, generator=generator),
+            torch.randn(n, d_out, generator=generator))
+
+
+def _linear_backward_cases() -> tuple[Case, ...]:
+    """The fixed cases: N, D_in and D_out all different, so a transposed or misplaced result shows in its shape;
+    the last one's grad_out is that of a mean cross-entropy, (softmax(z) - onehot(y)) / N."""
+    generator = torch.Generator().manual_seed(6)
+    x, w = torch.randn(6, 5, generator=generator), torch.randn(4, 5, generator=generator)
+    labels = torch.tensor([0, 3, 1, 1, 2, 3])
+    grad_ce = (torch.softmax(x @ w.T, dim=-1) - F.one_hot(labels, 4)) / 6
+    return (
+        Case(_linear_case(generator, 4, 3, 2), "x (4, 3), w (2, 3), grad_out (4, 2)"),
+        Case(_linear_case(generator, 5, 7, 3), "x (5, 7), w (3, 7), grad_out (5, 3)"),
+        Case((x, w, grad_ce), "x (6, 5), w (4, 5), grad_out of a mean cross-entropy over 6 examples (6, 4)"),
+    )
+
+
+LINEAR_BACKWARD_CASES = _linear_backward_cases()
+
+
+def _hidden_linear(generator: torch.Generator) -> tuple[tuple[torch.Tensor, ...], str]:
+    """Random ``x``, ``w`` and ``grad_out`` with N, D_in and D_out three different sizes in 2..9."""
+    n, d_in, d_out = (int(v) + 2 for v in torch.randperm(8, generator=generator)[:3])
+    return _linear_case(generator, n, d_in, d_out), f"x ({n}, {d_in}), w ({d_out}, {d_in}), grad_out ({n}, {d_out})"
+
+
+def _explain_linear_backward(got: Any, want: tuple[torch.Tensor, ...], case: Case) -> None:
+    """Hints that name the result that is off (grad_x, grad_w or grad_b) and what is wrong with it."""
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        raise Hint(f"{case.what}: expected three results (grad_x, grad_w, grad_b), got {describe(got)}")
+    for name, mine, ref in zip(("grad_x", "grad_w", "grad_b"), got, want):
+        if isinstance(mine, torch.Tensor) and mine.shape != ref.shape:
+            raise Hint(f"{case.what}: `{name}` should have the shape {tuple(ref.shape)}, yours is "
+                       f"{tuple(mine.shape)}; {_SHAPES}")
+        if not same(mine, ref):
+            expect_close(mine, ref, f"{case.what}, `{name}`")
+
+
+@exercise("linear_backward", solution=linear_backward, hidden=3, mistakes=LINEAR_BACKWARD_MISTAKES,
+          forbidden=LINEAR_BACKWARD_FORBIDDEN)
+def check_linear_backward(answer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]) -> None:
+    """Check ``answer(x (N, D_in), w (D_out, D_in), grad_out (N, D_out))`` -> ``(grad_x, grad_w, grad_b)``,
+    the gradients of a Linear layer, computed without autograd."""
+    cases = [*LINEAR_BACKWARD_CASES, *hidden_cases(_hidden_linear, 3)]
+    check_cases(answer, cases, linear_backward, mistakes=LINEAR_BACKWARD_MISTAKES, explain=_explain_linear_backward,
+                known_errors=LINEAR_BACKWARD_ERRORS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 5: accuracy
 # ---------------------------------------------------------------------------------------------
 
 ACCURACY_MISTAKES: tuple[Mistake, ...] = (
