@@ -58,13 +58,14 @@ def is_tie(accuracy_a: float, accuracy_b: float, total: int) -> bool:
     return low_a <= high_b and low_b <= high_a
 
 
-def compare(name_a: str, accuracy_a: float, name_b: str, accuracy_b: float, total: int) -> str:
-    """One sentence for the prose: which is better, or that they tie, with both intervals."""
+def compare(name_a: str, accuracy_a: float, name_b: str, accuracy_b: float, total: int, split: str = "test") -> str:
+    """One sentence for the prose: which is better, or that they tie, with both intervals, measured on
+    ``total`` images of ``split`` ("test", "validation")."""
     a, b = format_accuracy(accuracy_a, total), format_accuracy(accuracy_b, total)
     if is_tie(accuracy_a, accuracy_b, total):
-        return f"{name_a} {a} and {name_b} {b} tie: their 95% intervals overlap on {total:,} test images"
+        return f"{name_a} {a} and {name_b} {b} tie: their 95% intervals overlap on {total:,} {split} images"
     better, worse = (name_a, name_b) if accuracy_a > accuracy_b else (name_b, name_a)
-    return f"{better} beats {worse}: {name_a} {a} vs {name_b} {b}, intervals apart on {total:,} test images"
+    return f"{better} beats {worse}: {name_a} {a} vs {name_b} {b}, intervals apart on {total:,} {split} images"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -46,6 +46,7 @@ def test_ties_and_rankings() -> None:
     assert not is_tie(0.99, 0.95, 2000)
     assert "tie" in compare("CNN", 0.9830, "ViT", 0.9815, 2000)
     assert compare("CNN", 0.99, "MLP", 0.95, 2000).startswith("CNN beats MLP")
+    assert compare("CNN", 0.99, "MLP", 0.95, 800, split="validation").endswith("on 800 validation images")
 
 
 def test_mean_std() -> None:
