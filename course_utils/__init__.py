@@ -47,7 +47,7 @@ from .plots import plot_confusion_matrix, plot_history, plot_mistakes, show_feat
 from .results import record_results
 from .runsize import RUN_SIZES, Plan, get_device, get_run_size, run_plan, set_seed, show_plans
 from .tour import check_setup, module_tour, results_location, results_overview, results_path
-from .training import History, autocast_dtype, evaluate, evaluating, fit, fit_tensors, predict
+from .training import History, accuracy_table, autocast_dtype, evaluate, evaluating, fit, fit_tensors, predict
 from .uncertainty import format_accuracy, wilson_interval
 
 __version__ = "0.1.0"
@@ -57,7 +57,8 @@ __all__ = [
     "FASHION_CLASSES", "MNIST_CLASSES", "ChecksumError", "DataUnavailableError", "ImageSet", "load_fashion_mnist",
     "load_mnist", "random_shift", "shift_images", "plot_confusion_matrix", "plot_history", "plot_mistakes",
     "show_feature_maps", "show_filters", "show_images", "record_results", "RUN_SIZES", "Plan", "get_device",
-    "get_run_size", "run_plan", "set_seed", "History", "autocast_dtype", "evaluate", "fit", "fit_tensors", "evaluating",
-    "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning", "count_parameters",
+    "get_run_size", "run_plan", "set_seed", "History", "accuracy_table", "autocast_dtype", "evaluate", "fit",
+    "fit_tensors", "evaluating", "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning",
+    "count_parameters",
     "show_plans", "check_setup", "module_tour", "results_location", "results_overview", "results_path",
 ]

@@ -25,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import ImageSet
-from .models import device_of
+from .models import count_parameters, device_of
+from .uncertainty import format_accuracy
 
 # A loss function of fit_tensors returns the loss, or (loss, number of correct predictions in the batch).
 StepResult = Union[torch.Tensor, tuple[torch.Tensor, Union[int, torch.Tensor]]]
@@ -126,6 +127,41 @@ def evaluate(model: nn.Module, data: ImageSet, loss_fn: Callable | None = None,
         raise ValueError(f"data: labels must be classes 0 to {logits.shape[1] - 1} of the model's "
                          f"{logits.shape[1]} outputs; {int(outside.sum())} are not, e.g. {int(labels[outside][0])}")
     return {"loss": float(loss_fn(logits, labels)), "acc": float((logits.argmax(1) == labels).float().mean())}
+
+
+def accuracy_table(models: dict[str, nn.Module], data: ImageSet, histories: dict[str, History] | None = None,
+                   split: str = "test") -> dict[str, float]:
+    """Evaluate each model on ``data`` once and print a row per model; return ``{name: accuracy}``.
+
+    A row holds the parameter count and the accuracy with its 95% Wilson interval; with ``histories``
+    (the :class:`History` of each model's training), also its epochs, training seconds and seconds per
+    epoch. ``split`` names the data in the header ("test", "validation").
+
+    Raises:
+        ValueError: ``models`` is empty or holds something that is not an ``nn.Module``, or
+            ``histories`` lacks one of the models.
+    """
+    data = _check_data(data, "data")
+    if not isinstance(models, dict) or not models or \
+            not all(isinstance(m, nn.Module) for m in models.values()):
+        got = {k: type(v).__name__ for k, v in models.items()} if isinstance(models, dict) else type(models).__name__
+        raise ValueError(f"models: expected a non-empty dict {{name: nn.Module}}, got {got!r}")
+    missing = [name for name in models if histories is not None and name not in histories]
+    if missing:
+        raise ValueError(f"histories: expected a History for every model; missing {missing}")
+    accuracies = {name: evaluate(model, data)["acc"] for name, model in models.items()}
+    width = max(len("model"), *map(len, models)) + 2
+    header = f"{'model':<{width}}{'parameters':>11}   {split + ' accuracy [95% interval]':<36}"
+    if histories is not None:
+        header += f"{'epochs':>7}{'train seconds':>15}{'s/epoch':>9}"
+    print(header.rstrip())
+    for name, model in models.items():
+        row = f"{name:<{width}}{count_parameters(model):>11,}   {format_accuracy(accuracies[name], len(data)):<36}"
+        if histories is not None:
+            epochs, seconds = len(histories[name].rows), histories[name].seconds
+            row += f"{epochs:>7}{seconds:>15.1f}{seconds / max(epochs, 1):>9.1f}"
+        print(row.rstrip())
+    return accuracies
 
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epochs: int,

@@ -57,6 +57,7 @@ INFERENCE_HELPERS = [
     "plots.plot_mistakes",
     "plots.show_feature_maps",
     "text.encode_texts",
+    "training.accuracy_table",
     "training.evaluate",
     "training.predict",
     "vit.VisionTransformer.attention_maps",
@@ -312,6 +313,13 @@ def check_evaluate() -> None:
     assert set(metrics) == {"loss", "acc"} and all(type(value) is float for value in metrics.values()), metrics
 
 
+def check_accuracy_table() -> None:
+    model = models.MLP(hidden=(8,))
+    with on_meta(model):
+        accuracies = training.accuracy_table({"MLP": model}, ImageSet(_images(5), torch.arange(5), MNIST_CLASSES))
+    assert list(accuracies) == ["MLP"] and type(accuracies["MLP"]) is float, accuracies
+
+
 def check_predict() -> None:
     model = models.MLP(hidden=(8,))
     with on_meta(model):
@@ -340,6 +348,7 @@ CHECKS: dict[str, Callable[[], None]] = {
     "plots.plot_mistakes": check_plot_mistakes,
     "plots.show_feature_maps": check_show_feature_maps,
     "text.encode_texts": check_encode_texts,
+    "training.accuracy_table": check_accuracy_table,
     "training.evaluate": check_evaluate,
     "training.predict": check_predict,
     "vit.VisionTransformer.attention_maps": check_attention_maps,

@@ -455,3 +455,29 @@ def test_a_seeded_run_repeats_bit_for_bit_with_the_same_threads() -> None:
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert torch.equal(train(), train())
+
+
+def test_accuracy_table_evaluates_once_per_model_and_prints_every_row(capsys):
+    images, labels = torch.rand(40, 1, 28, 28), torch.arange(40) % 10
+    data = ImageSet(images, labels, [str(d) for d in range(10)])
+    always_3 = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        always_3[1].weight.zero_()
+        always_3[1].bias.copy_(torch.eye(10)[3])
+    history = History(rows=[{"epoch": 1, "seconds": 2.0}, {"epoch": 2, "seconds": 4.0}])
+    accuracies = training.accuracy_table({"always 3": always_3}, data, {"always 3": history}, split="validation")
+    assert accuracies == {"always 3": pytest.approx(0.1)}
+    out = capsys.readouterr().out.splitlines()
+    assert "validation accuracy [95% interval]" in out[0] and "s/epoch" in out[0]
+    assert out[1].split()[:4] == ["always", "3", "7,850", "0.1000"]
+    assert out[1].split()[-3:] == ["2", "6.0", "3.0"]  # epochs, seconds, seconds per epoch
+
+
+def test_accuracy_table_refuses_bad_input_by_name():
+    data = ImageSet(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), [str(d) for d in range(10)])
+    with pytest.raises(ValueError, match="models: expected a non-empty dict"):
+        training.accuracy_table({}, data)
+    with pytest.raises(ValueError, match="models: expected"):
+        training.accuracy_table({"x": "not a model"}, data)
+    with pytest.raises(ValueError, match="histories: .*missing \\['MLP'\\]"):
+        training.accuracy_table({"MLP": models.MLP()}, data, histories={})

@@ -8,6 +8,7 @@ from course_utils.uncertainty import (
     compare,
     format_accuracy,
     format_mean_std,
+    half_width,
     is_tie,
     mean_std,
     wilson_interval,
@@ -56,3 +57,9 @@ def test_mean_std() -> None:
     assert format_mean_std([0.98, 0.99, 1.0]) == "0.9900 ± 0.0100 (3 seeds)"
     with pytest.raises(ValueError):
         mean_std([])
+
+
+def test_half_width_is_half_the_interval() -> None:
+    low, high = accuracy_interval(0.985, 2000)
+    assert half_width(0.985, 2000) == pytest.approx((high - low) / 2)
+    assert half_width(0.985, 8000) < half_width(0.985, 2000)  # more images, narrower

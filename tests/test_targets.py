@@ -1,0 +1,67 @@
+"""The committed `cpu` run meets the figures the course promises (results/*.json, written by each notebook).
+
+The thresholds live here, not in the notebooks: a notebook records what it measured, and this file says
+what counts as good enough. A learner who re-runs a notebook at `cpu` re-records its results, and these
+tests then check the new figures.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from course_utils import results
+
+MAX_CPU_SECONDS = [
+    ("01_mnist_mlp", 540),
+    ("02_mnist_cnn", 540),
+    pytest.param("03_vision_transformer", 540,
+                 marks=pytest.mark.xfail(strict=True, reason="the committed run took 9 min 14 s on a slow spell of the "
+                                                             "machine (8 min 55 s before); see issue 13")),
+]
+
+# (notebook, metric, "min" or "max", bound): the figure must be at least / at most the bound.
+TARGETS = [
+    ("01_mnist_mlp", "mnist_test_acc", "min", 0.975),
+    ("01_mnist_mlp", "softmax_grad_max_diff", "max", 1e-6),
+    ("02_mnist_cnn", "mnist_test_acc_seed_mean", "min", 0.988),
+    ("02_mnist_cnn", "fashion_test_acc", "min", 0.915),
+    ("03_vision_transformer", "permutation_max_diff", "max", 1e-5),
+    pytest.param("03_vision_transformer", "fashion_test_acc", "min", 0.895,
+                 marks=pytest.mark.xfail(strict=True, reason="not reached at cpu yet: 0.886 with 10 epochs; "
+                                                             "see the closing note of issue 13")),
+]
+RECORDED = {  # figures that must be recorded, whatever their value
+    "01_mnist_mlp": ["mnist_test_acc_ci_low", "mnist_test_acc_ci_high"],
+    "02_mnist_cnn": ["bn_train_mode_acc", "mnist_test_acc_seed_std"],
+    "03_vision_transformer": ["fashion_test_acc_ci_low", "fashion_test_acc_ci_high"],
+}
+
+
+def _committed(notebook: str) -> dict:
+    path = results.RESULTS_DIR / f"{notebook}.json"
+    record = json.loads(path.read_text())
+    assert record["run_size"] == "cpu", f"{path} holds a {record['run_size']!r} run, not the committed cpu run"
+    return record
+
+
+@pytest.mark.parametrize("notebook, metric, kind, bound", TARGETS)
+def test_committed_figure_meets_its_target(notebook, metric, kind, bound):
+    figure = _committed(notebook)["metrics"][metric]
+    if kind == "min":
+        assert figure >= bound, f"{notebook}: {metric} = {figure} is below the target {bound}"
+    else:
+        assert figure <= bound, f"{notebook}: {metric} = {figure} is above the target {bound}"
+
+
+@pytest.mark.parametrize("notebook", sorted(RECORDED))
+def test_committed_run_records_its_figures(notebook):
+    missing = [m for m in RECORDED[notebook] if m not in _committed(notebook)["metrics"]]
+    assert not missing, f"{notebook} does not record {missing}"
+
+
+@pytest.mark.parametrize("notebook, budget", MAX_CPU_SECONDS)
+def test_committed_run_fits_its_time_budget(notebook, budget):
+    seconds = _committed(notebook)["seconds"]
+    assert seconds <= budget, (f"{notebook} took {results.duration(seconds)} at cpu; "
+                               f"its budget is {results.duration(budget)}")
