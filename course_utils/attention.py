@@ -3,6 +3,7 @@
 The results match :func:`torch.nn.functional.scaled_dot_product_attention` and
 :class:`torch.nn.MultiheadAttention` (``batch_first=True``); ``tests/test_attention.py`` checks it.
 :func:`split_heads` and :func:`merge_heads` cut tokens ``(B, T, D)`` into heads ``(B, H, T, D // H)`` and back.
+:func:`blockwise_attention` computes the same output over blocks of keys with the online softmax (notebook 05).
 
 Masks follow torch's ``scaled_dot_product_attention``: a bool mask where True means "may attend",
 or a float mask added to the scores. An integer mask is refused with a ``TypeError`` (is its 1
@@ -38,18 +39,10 @@ def _check_mask(mask: object, scores_shape: torch.Size) -> Tensor:
     return mask
 
 
-def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
-                                 mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """softmax(q k^T / sqrt(d) + mask) v.
-
-    ``q (..., Tq, d)``, ``k (..., Tk, d)``, ``v (..., Tk, dv)``, all of one floating dtype (mixed ones
-    only under autocast); the leading dims broadcast. ``mask``: bool (True = may attend) or float
-    (added to the scores, in their dtype), broadcastable to ``(..., Tq, Tk)``; any other dtype raises
-    ``TypeError``. Returns ``(output (..., Tq, dv), weights (..., Tq, Tk))``.
-
-    The row max is subtracted before ``exp``, so large logits do not overflow. A query row whose keys
-    are all masked gets weights of zero and an output of zero instead of NaN.
-    """
+def _check_qkv(q: object, k: object, v: object) -> torch.Size:
+    """Raise ``TypeError`` unless q, k, v are floating tensors of one dtype (mixed ones only under autocast),
+    ``ValueError`` unless they are ``q (..., Tq, d)``, ``k (..., Tk, d)``, ``v (..., Tk, dv)`` with Tk >= 1 and
+    leading dims that broadcast; return the broadcast leading shape ``(...)``."""
     if not all(isinstance(t, Tensor) for t in (q, k, v)):
         raise TypeError(f"q, k, v must be tensors, got {type(q).__name__}, {type(k).__name__}, {type(v).__name__}")
     if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
@@ -70,6 +63,22 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
     except RuntimeError:
         raise ValueError(f"leading dims of q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} "
                          "do not broadcast") from None
+    return lead
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
+                                 mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """softmax(q k^T / sqrt(d) + mask) v.
+
+    ``q (..., Tq, d)``, ``k (..., Tk, d)``, ``v (..., Tk, dv)``, all of one floating dtype (mixed ones
+    only under autocast); the leading dims broadcast. ``mask``: bool (True = may attend) or float
+    (added to the scores, in their dtype), broadcastable to ``(..., Tq, Tk)``; any other dtype raises
+    ``TypeError``. Returns ``(output (..., Tq, dv), weights (..., Tq, Tk))``.
+
+    The row max is subtracted before ``exp``, so large logits do not overflow. A query row whose keys
+    are all masked gets weights of zero and an output of zero instead of NaN.
+    """
+    lead = _check_qkv(q, k, v)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])            # (..., Tq, Tk)
     scores = scores.expand(*lead, *scores.shape[-2:])
     if mask is not None:
@@ -84,6 +93,41 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
     total = exp.sum(dim=-1, keepdim=True)
     weights = exp / torch.where(total > 0, total, torch.ones_like(total))  # fully masked row -> 0
     return weights @ v, weights
+
+
+def blockwise_attention(q: Tensor, k: Tensor, v: Tensor, block_size: int) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v, reading the keys ``block_size`` at a time: the online softmax.
+
+    ``q (..., Tq, d)``, ``k (..., Tk, d)``, ``v (..., Tk, dv)`` as for :func:`scaled_dot_product_attention`
+    (no mask); ``block_size`` an int >= 1. Returns the output ``(..., Tq, dv)``, equal to that function's up
+    to rounding. Per query row it keeps a running max ``m (..., Tq, 1)``, a running sum of exponentials
+    ``l (..., Tq, 1)`` and a running weighted sum of values ``acc (..., Tq, dv)``, each relative to ``m``;
+    when a block raises the max from ``m`` to ``m'``, ``l`` and ``acc`` are multiplied by ``exp(m - m')``.
+    The largest table it holds is ``(..., Tq, block_size)``, never ``(..., Tq, Tk)``: the idea of fused
+    (flash) attention kernels, which also tile the queries and do it all in one kernel.
+    Raises ``TypeError`` / ``ValueError`` for inputs :func:`scaled_dot_product_attention` refuses, and for a
+    ``block_size`` that is no int >= 1.
+    """
+    _check_qkv(q, k, v)
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):
+        raise TypeError(f"block_size: expected an int (keys per block), got {block_size!r}")
+    if block_size < 1:
+        raise ValueError(f"block_size: expected at least 1 key per block, got {block_size}")
+    block_size, scale = int(block_size), 1 / math.sqrt(q.shape[-1])
+    row_max = row_sum = acc = None
+    for start in range(0, k.shape[-2], block_size):
+        scores = q @ k[..., start:start + block_size, :].transpose(-2, -1) * scale   # (..., Tq, block)
+        block_max = scores.amax(dim=-1, keepdim=True)
+        new_max = block_max if row_max is None else torch.maximum(row_max, block_max)
+        exp = torch.exp(scores - new_max)
+        block_sum, block_values = exp.sum(dim=-1, keepdim=True), exp @ v[..., start:start + block_size, :]
+        if row_max is None:
+            row_sum, acc = block_sum, block_values
+        else:
+            rescale = torch.exp(row_max - new_max)                          # <= 1: the max only grows
+            row_sum, acc = row_sum * rescale + block_sum, acc * rescale + block_values
+        row_max = new_max
+    return acc / row_sum
 
 
 def _shape(x: object) -> str:

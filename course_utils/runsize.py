@@ -84,7 +84,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
                   "bench_lengths": [64, 128, 256], "bench_heads": 4, "bench_head_dim": 64, "bench_repeats": 2},
         "cpu": {"dims": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], "trials": 2000, "n_keys": 16, "gradcheck_len": 5,
                 "bench_lengths": [128, 256, 512, 1024, 2048, 4096], "bench_heads": 4, "bench_head_dim": 64,
-                "bench_repeats": 7},
+                "bench_repeats": 5},
         "gpu": {"dims": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], "trials": 2000, "n_keys": 16, "gradcheck_len": 5,
                 "bench_lengths": [256, 512, 1024, 2048, 4096, 8192], "bench_heads": 8, "bench_head_dim": 64,
                 "bench_repeats": 10},

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from course_utils.attention import (
     MultiHeadAttention,
+    blockwise_attention,
     causal_mask,
     merge_heads,
     scaled_dot_product_attention,
@@ -319,3 +320,67 @@ def test_merge_heads_refuses_by_name(x, error, message) -> None:
 
 def test_split_heads_takes_a_numpy_int() -> None:
     assert split_heads(torch.randn(1, 2, 6), np.int64(3)).shape == (1, 3, 2, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# blockwise_attention: the online softmax over blocks of keys gives full attention's output
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(30))
+def test_blockwise_attention_matches_full_attention(seed: int) -> None:
+    g = torch.Generator().manual_seed(3000 + seed)
+    b, h, tq, tk, d, dv = (int(n) for n in torch.randint(1, 9, (6,), generator=g))
+    q, k, v = torch.randn(b, h, tq, d, generator=g), torch.randn(b, h, tk, d, generator=g), \
+        torch.randn(b, h, tk, dv, generator=g)
+    expected = F.scaled_dot_product_attention(q, k, v)
+    for block in (1, 2, 3, tk, tk + 5):                      # blocks that divide Tk, that do not, and one block
+        out = blockwise_attention(q, k, v, block)
+        assert out.shape == expected.shape
+        assert (out - expected).abs().max() <= TOL, block
+
+
+def test_blockwise_attention_rescales_when_the_max_grows_and_stays_finite() -> None:
+    """Keys whose scores rise block after block (up to 1e4): every block raises the running max."""
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.stack([torch.linspace(-1e4, 1e4, 12), torch.linspace(1e4, -1e4, 12)], dim=1)  # (12, 2)
+    v = torch.randn(12, 3)
+    out = blockwise_attention(q, k, v, 5)
+    assert torch.isfinite(out).all()
+    assert (out - scaled_dot_product_attention(q, k, v)[0]).abs().max() <= TOL
+
+
+def test_blockwise_attention_broadcasts_and_passes_gradcheck() -> None:
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 1, 3, 4, generator=g)
+    k, v = torch.randn(1, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 2, generator=g)
+    assert (blockwise_attention(q, k, v, 2) - scaled_dot_product_attention(q, k, v)[0]).abs().max() <= TOL
+    inputs = tuple(torch.randn(2, n, 3, dtype=torch.float64, generator=g, requires_grad=True) for n in (3, 5, 5))
+    assert torch.autograd.gradcheck(lambda q, k, v: blockwise_attention(q, k, v, 2), inputs)
+
+
+@pytest.mark.parametrize("block, error, message", [
+    (0, ValueError, "block_size: expected at least 1 key per block, got 0"),
+    (-2, ValueError, "got -2"),
+    (2.0, TypeError, r"block_size: expected an int \(keys per block\), got 2.0"),
+    (True, TypeError, "got True"),
+    (None, TypeError, "got None"),
+])
+def test_blockwise_attention_refuses_bad_block_sizes(block, error, message) -> None:
+    x = torch.randn(1, 4, 2)
+    with pytest.raises(error, match=message):
+        blockwise_attention(x, x, x, block)
+    assert blockwise_attention(x, x, x, np.int64(3)).shape == (1, 4, 2)
+
+
+@pytest.mark.parametrize("q, k, v, error, message", [
+    (torch.randn(3, 4), torch.randn(5, 6), torch.randn(5, 2), ValueError, r"last dim of q \(3, 4\)"),
+    (torch.randn(3, 4), torch.randn(5, 4), torch.randn(6, 2), ValueError, "same number of keys"),
+    (torch.randn(3, 4), torch.randn(0, 4), torch.randn(0, 2), ValueError, "at least one key"),
+    (torch.ones(3, 4, dtype=torch.long),) * 3 + (TypeError, "floating"),
+    ([[1.0]], torch.randn(1, 1), torch.randn(1, 1), TypeError, "must be tensors"),
+])
+def test_blockwise_attention_refuses_what_full_attention_refuses(q, k, v, error, message) -> None:
+    with pytest.raises(error, match=message):
+        blockwise_attention(q, k, v, 2)
+    with pytest.raises(error, match=message):
+        scaled_dot_product_attention(q, k, v)
