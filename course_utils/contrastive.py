@@ -8,18 +8,25 @@
 - :func:`embed_images`: a trained model's unit image vectors ``(N, embed_dim)``, the inference
   helper: it takes images on any device, moves each batch to the model's device, runs it there in
   eval mode, and returns its result there.
-- :func:`recall_at_k`: retrieval quality of an ``(N, M)`` query-by-item similarity matrix.
+- :func:`recall_at_k`: retrieval quality of an ``(N, M)`` query-by-item similarity matrix;
+  :func:`caption_matches`: which captions are true of which images, the relevance that counts
+  "same class, same attribute words" as a match whatever the sentence's wording.
+- :class:`ZeroShotClassifier`: a trained model and one text embedding per class as an image
+  classifier ``(B, 1, 28, 28)`` -> ``(B, classes)``; :class:`LinearProbe`: a linear classifier on a
+  frozen image encoder's features, the standard test of what a representation learned.
 
 Every name is also importable from :mod:`course_utils.fusion`.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .imagetext import WORDS, AttributeBins, CaptionSet, tokens
 from .models import PatchEncoder, _check_batches, _sixteen_tokens, autocasting, check_floating, device_of
 from .training import evaluating
 
@@ -138,3 +145,82 @@ def recall_at_k(similarity: torch.Tensor, k: int, relevant: torch.Tensor | None 
         raise ValueError(f"relevant: expected the similarity's shape {(n, m)}, got {tuple(relevant.shape)}")
     top = similarity.topk(k, dim=1).indices  # (N, k)
     return relevant.to(top.device).gather(1, top).any(1).float().mean().item()
+
+
+def caption_matches(captions: CaptionSet, bins: AttributeBins) -> torch.Tensor:
+    """``(N, N)`` bool: ``[i, j]`` is True when caption ``i`` is true of image ``j``.
+
+    That is, image ``j`` is of the class caption ``i`` names and has every attribute word caption ``i``
+    uses ("a thin, upright seven" is true of every thin, upright seven, whatever its size). The
+    sentence frame and the choice and order of words, invisible in the pixels, do not matter.
+
+    Args:
+        captions: from :func:`~course_utils.imagetext.make_captions`; its ``attributes`` are the images'.
+        bins: the thirds the captions were made with (fitted on the training split).
+    Returns:
+        on the device of ``captions.labels``; the diagonal is all True.
+    """
+    if not isinstance(captions, CaptionSet):
+        raise TypeError(f"captions: expected a CaptionSet (from make_captions), got {type(captions).__name__}")
+    if not isinstance(bins, AttributeBins):
+        raise TypeError(f"bins: expected an AttributeBins, got {type(bins).__name__}")
+    device = captions.labels.device
+    levels = bins.levels(captions.attributes)
+    matches = captions.labels[:, None] == captions.labels[None, :]                      # (N, N) same class
+    for name in bins.informative:
+        word_level = {word: level for level, word in enumerate(WORDS[name])}
+        said = torch.tensor([next((word_level[t] for t in tokens(c) if t in word_level), -1)
+                             for c in captions.captions], device=device)                   # (N,) -1: not said
+        matches &= (said[:, None] == -1) | (said[:, None] == levels[name].to(device)[None, :])
+    return matches
+
+
+class ZeroShotClassifier(nn.Module):
+    """Classify images by the class text they are closest to: ``(B, 1, 28, 28)`` -> ``(B, classes)`` logits.
+
+    The logits are the cosine similarities of each image's embedding with each class's embedding
+    (e.g. the mean of several prompts, normalised), times the model's learned scale. Nothing is trained:
+    the classes come from text alone.
+    """
+
+    def __init__(self, model: ContrastiveModel, class_embeddings: torch.Tensor) -> None:
+        super().__init__()
+        embed_dim = model.text_proj.out_features
+        if not isinstance(class_embeddings, torch.Tensor) or class_embeddings.dim() != 2 \
+                or class_embeddings.shape[1] != embed_dim or len(class_embeddings) < 2:
+            got = tuple(class_embeddings.shape) if isinstance(class_embeddings, torch.Tensor) \
+                else f"a {type(class_embeddings).__name__}"
+            raise ValueError(f"class_embeddings: expected (classes >= 2, {embed_dim}), got {got}")
+        self.model = model
+        self.register_buffer("classes", F.normalize(class_embeddings.detach().float(), dim=1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.scale() * self.model.encode_images(images) @ self.classes.to(images.device).T
+
+
+class LinearProbe(nn.Module):
+    """A linear classifier on a FROZEN image encoder's flattened patch tokens: ``(B, 1, 28, 28)`` -> ``(B, classes)``.
+
+    The encoder is a copy of the one given (the original is left untouched), its weights frozen and
+    kept in eval mode even while the probe trains, so only ``self.linear`` (``16 * width -> classes``)
+    learns: train it with :func:`course_utils.training.fit`.
+    """
+
+    def __init__(self, encoder: PatchEncoder, num_classes: int = 10) -> None:
+        super().__init__()
+        if not isinstance(encoder, PatchEncoder):
+            raise TypeError(f"encoder: expected a PatchEncoder, got {type(encoder).__name__}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes: expected an int of at least 2, got {num_classes!r}")
+        self.encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
+        self.linear = nn.Linear(16 * encoder.width, num_classes)
+
+    def train(self, mode: bool = True) -> "LinearProbe":
+        super().train(mode)
+        self.encoder.eval()   # frozen: its batch-norm statistics never move
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = _sixteen_tokens(self.encoder, images).flatten(1)   # (B, 16 * width)
+        return self.linear(features)

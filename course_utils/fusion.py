@@ -14,10 +14,13 @@ Two encoders, one per modality, and a way to combine them:
   16 image patches).
 - :func:`answer_loss`, :func:`predict_answers`: the loss and predictions of a fusion model; train them
   with :func:`course_utils.training.fit_tensors`.
+- :func:`one_hot_features`: a text table with no language knowledge (a one-hot vector per sentence),
+  the control that shows what a pretrained text encoder buys on wordings never trained on.
+- :func:`read_images`: the digit and attribute thirds a trained :class:`ImageTagger` reads in each image.
 
-The inference helpers (:func:`text_features`, :func:`image_tokens`, :func:`predict_answers`) take
-inputs on any device, move each batch to the model's device, run it there in eval mode, and say
-where their result lives.
+The inference helpers (:func:`text_features`, :func:`image_tokens`, :func:`read_images`,
+:func:`predict_answers`) take inputs on any device, move each batch to the model's device, run it
+there in eval mode, and say where their result lives.
 
 The CLIP-style contrastive part of notebook 06 (``clip_loss``, ``ContrastiveModel``, ``embed_images``,
 ``recall_at_k``) lives in :mod:`course_utils.contrastive` and is importable from here as well.
@@ -87,6 +90,28 @@ def text_features(encoder: TextEncoder, texts: Sequence[str], max_length: int = 
     return TextFeatures(distinct, hidden, batch["attention_mask"].bool().cpu(), encode_texts(encoder, distinct))
 
 
+def one_hot_features(texts: Sequence[str]) -> TextFeatures:
+    """A text table with no language knowledge: each distinct sentence is a one-hot vector of its row.
+
+    The control for a pretrained encoder: a model on this table learns one vector per sentence it
+    trained on, and has nothing to go on for a sentence it never saw (its row's weights stay untrained).
+
+    Returns:
+        :class:`TextFeatures` of the U distinct sentences (first-seen order), on the CPU: ``tokens``
+        ``(U, 1, U)`` (one "token", the one-hot row), ``mask`` ``(U, 1)`` all True, ``pooled`` ``(U, U)``
+        the identity.
+    Raises:
+        ValueError: no sentences; TypeError: a sentence that is not a str.
+    """
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts: expected a sequence of sentences (str), e.g. a list of questions")
+    distinct = list(dict.fromkeys(texts))
+    if not distinct:
+        raise ValueError("texts: expected at least one sentence, got none")
+    rows = torch.eye(len(distinct))
+    return TextFeatures(distinct, rows[:, None, :].clone(), torch.ones(len(distinct), 1, dtype=torch.bool), rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fusion layers and models
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +179,24 @@ def tagger_loss(model: ImageTagger, images: torch.Tensor, targets: torch.Tensor)
         start = model.num_classes + 3 * a
         loss = loss + F.cross_entropy(logits[:, start:start + 3], targets[:, 1 + a])
     return loss, int((digit.argmax(1) == targets[:, 0]).sum())
+
+
+@torch.no_grad()
+def read_images(tagger: ImageTagger, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a trained :class:`ImageTagger` reads in each image, in eval mode.
+
+    Args:
+        images: ``(N, 1, 28, 28)`` on any device; each batch is moved to the tagger's device.
+    Returns:
+        ``(digits (N,), thirds (N, A))`` int64 on the tagger's device: the predicted class, and the
+        predicted third (0 low, 1 middle, 2 high) of each of its A attributes, in the tagger's order.
+    """
+    _check_batches(images, "images", "(N, 1, 28, 28)", batch_size)
+    device = device_of(tagger)
+    with evaluating(tagger):
+        logits = torch.cat([tagger(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)])
+    thirds = logits[:, tagger.num_classes:].reshape(len(logits), tagger.num_attributes, 3).argmax(2)
+    return logits[:, :tagger.num_classes].argmax(1), thirds
 
 
 @torch.no_grad()

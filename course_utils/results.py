@@ -35,10 +35,11 @@ HEADLINE: dict[str, list[str]] = {
     "01_mnist_mlp": ["mnist_test_acc"],
     "02_mnist_cnn": ["mnist_test_acc_seed_mean", "fashion_test_acc", "bn_train_mode_acc"],
     "03_vision_transformer": ["mnist_test_acc", "fashion_test_acc", "permutation_max_diff"],
-    "04_bert_image_text": ["pipeline_test_acc", "visual_tokens_test_acc"],
+    "04_bert_image_text": ["pipeline_test_acc", "visual_tokens_test_acc", "fpt_frozen_pretrained_test_acc",
+                           "fpt_frozen_random_test_acc"],
     "05_attention_math": ["online_softmax_max_diff", "permutation_max_diff", "fused_speedup_forward",
                           "fused_speedup_forward_backward"],
-    "06_multimodal_fusion": ["fusion_test_acc", "zero_shot_test_acc"],
+    "06_multimodal_fusion": ["fusion_test_acc", "paraphrase_fusion_test_acc", "zero_shot_test_acc"],
 }
 USAGE = """usage: python -m course_utils results [--markdown | --all] [FOLDER]
 

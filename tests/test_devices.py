@@ -104,6 +104,7 @@ NOT_INFERENCE = [
     "plots.show_filters",
     "text.tokenize",
     "training.evaluating",
+    "contrastive.LinearProbe.train",  # sets the mode, keeping the frozen encoder in eval mode
     "vit.to_transformers",
 ]
 

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from course_utils import fusion
+from course_utils import contrastive, fusion
+from course_utils import imagetext as it
 from course_utils.fusion import TextFeatures
+from course_utils.models import count_parameters
 
 
 @pytest.fixture
@@ -210,3 +212,112 @@ def test_inference_helpers_refuse_empty_input_and_batch_size_zero(helper, table)
     with pytest.raises(ValueError, match="batch_size: expected an int of at least 1, got 0"):
         runs[helper](inputs, 0)
     assert len(runs[helper](inputs, 2)) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The controls and probes of notebook 06's second edition
+# ---------------------------------------------------------------------------------------------
+
+def test_one_hot_features_are_an_identity_table_the_models_accept():
+    table = fusion.one_hot_features(["is it?", "is it not?", "is it?", "what?"])
+    assert table.texts == ["is it?", "is it not?", "what?"]               # distinct, first-seen order
+    assert torch.equal(table.pooled, torch.eye(3)) and table.tokens.shape == (3, 1, 3)
+    assert table.mask.all() and table.mask.shape == (3, 1)
+    assert table.ids(["what?", "is it?"]).tolist() == [2, 0]
+    for make in fusion.FUSION_MODELS.values():
+        assert make(table, width=8)(torch.randn(2, 16, 8), torch.tensor([0, 2])).shape == (2, 2)
+
+
+def test_one_hot_rows_never_trained_on_get_no_gradient():
+    """The point of the control: a sentence it never trained on has nothing learned behind it."""
+    model = fusion.EarlyFusion(fusion.one_hot_features(["a", "b", "unseen"]), width=8)
+    loss, _ = fusion.answer_loss(model, torch.randn(4, 16, 8), torch.tensor([0, 1, 0, 1]), torch.tensor([1, 0, 0, 1]))
+    loss.backward()
+    grad = model.text_proj[0].weight.grad                                   # (width, 3): one column per sentence
+    assert grad[:, :2].abs().sum() > 0 and torch.equal(grad[:, 2], torch.zeros(8))
+
+
+def test_one_hot_features_refuse_no_sentences_and_non_strings():
+    with pytest.raises(ValueError, match="at least one sentence"):
+        fusion.one_hot_features([])
+    with pytest.raises(TypeError, match="sequence of sentences"):
+        fusion.one_hot_features("is it?")
+    with pytest.raises(TypeError, match="sequence of sentences"):
+        fusion.one_hot_features(["is it?", 3])
+
+
+def test_read_images_returns_the_taggers_digit_and_thirds_and_keeps_its_mode():
+    tagger = fusion.ImageTagger(width=8, num_classes=10, num_attributes=2).train()
+    with torch.no_grad():
+        tagger.head.weight.zero_()
+        tagger.head.bias.zero_()
+        tagger.head.bias[3] = 5.0                  # digit 3
+        tagger.head.bias[10 + 2] = 5.0             # first attribute: high third
+        tagger.head.bias[13 + 0] = 5.0             # second attribute: low third
+    digits, thirds = fusion.read_images(tagger, torch.rand(5, 1, 28, 28), batch_size=2)
+    assert digits.tolist() == [3] * 5 and thirds.tolist() == [[2, 0]] * 5
+    assert digits.dtype == thirds.dtype == torch.int64 and tagger.training
+    with pytest.raises(ValueError, match="batch_size"):
+        fusion.read_images(tagger, torch.rand(2, 1, 28, 28), batch_size=0)
+
+
+def _caption_set() -> it.CaptionSet:
+    """Four hand-made images (three sevens, a one) with known thirds, and a caption each."""
+    low, mid, high = -1.0, 0.5, 2.0
+    attributes = {"thickness": [low, high, low, low], "slant": [mid, low, mid, high], "size": [150.0, low, low, low],
+                  "x": [0.0] * 4, "y": [0.0] * 4, "brightness": [0.0] * 4}
+    captions = ["a thin seven", "a thick, left-leaning seven", "a thin one", "a small, right-leaning seven"]
+    return it.CaptionSet(torch.zeros(4, 1, 28, 28), torch.tensor([7, 7, 1, 7]), captions,
+                         torch.zeros(4, dtype=torch.int64), {k: torch.tensor(v) for k, v in attributes.items()}, "test")
+
+
+def test_caption_matches_counts_a_caption_true_of_every_image_it_describes():
+    # thirds cut at 0 and 1 for thickness and slant, at 0 and 100 for size; x, y, brightness too narrow to be used
+    bins = it.AttributeBins({"thickness": (0.0, 1.0), "slant": (0.0, 1.0), "size": (0.0, 100.0), "x": (0.0, 0.5),
+                             "y": (0.0, 0.5), "brightness": (0.0, 0.01)})
+    assert bins.informative == ("thickness", "slant", "size")
+    captions = _caption_set()
+    matches = contrastive.caption_matches(captions, bins)
+    assert matches.tolist() == [[True, False, False, True],    # "a thin seven": images 0 and 3 are thin sevens
+                                [False, True, False, False],
+                                [False, False, True, False],   # "a thin one": the only one
+                                [False, False, False, True]]
+    with pytest.raises(TypeError, match="CaptionSet"):
+        contrastive.caption_matches(["a thin seven"], bins)
+    with pytest.raises(TypeError, match="AttributeBins"):
+        contrastive.caption_matches(captions, {"thickness": (0, 1)})
+
+
+def test_zero_shot_classifier_picks_the_closest_class_embedding():
+    model = fusion.ContrastiveModel(text_dim=12, embed_dim=6, width=8).eval()
+    images = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        classes = model.encode_images(images) * 3.0                      # class c = image c (any length)
+        classifier = contrastive.ZeroShotClassifier(model, classes)
+        logits = classifier(images)
+    assert logits.shape == (3, 3) and logits.argmax(1).tolist() == [0, 1, 2]
+    assert torch.allclose(logits.diagonal(), model.scale().expand(3), atol=1e-4)   # cosine 1 times the scale
+    with pytest.raises(ValueError, match=r"class_embeddings: expected \(classes >= 2, 6\), got \(3, 5\)"):
+        contrastive.ZeroShotClassifier(model, torch.randn(3, 5))
+    with pytest.raises(ValueError, match="class_embeddings"):
+        contrastive.ZeroShotClassifier(model, torch.randn(1, 6))
+
+
+def test_linear_probe_trains_only_its_linear_layer_on_a_frozen_copy():
+    encoder = fusion.PatchEncoder(width=8)
+    probe = contrastive.LinearProbe(encoder, num_classes=10)
+    assert probe.encoder is not encoder and all(p.requires_grad for p in encoder.parameters())
+    assert count_parameters(probe) == 16 * 8 * 10 + 10
+    norm = probe.encoder.features[-2]                                   # the encoder's last BatchNorm2d
+    stats = norm.running_mean.clone()
+    probe.train()
+    assert probe.training and not probe.encoder.training
+    logits = probe(torch.rand(4, 1, 28, 28) * 5)
+    logits.sum().backward()
+    assert logits.shape == (4, 10) and probe.linear.weight.grad is not None
+    assert all(p.grad is None for p in probe.encoder.parameters())
+    assert torch.equal(stats, norm.running_mean)                        # batch-norm statistics did not move
+    with pytest.raises(TypeError, match="PatchEncoder"):
+        contrastive.LinearProbe(torch.nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="num_classes"):
+        contrastive.LinearProbe(encoder, num_classes=1)

@@ -222,16 +222,26 @@ def test_label_from_caption(caption, classes, label):
 # ---------------------------------------------------------------------------------------------
 
 def test_vocab_round_trip(captions):
-    both = captions["train"].captions + captions["test"].captions
-    vocab = it.CaptionVocab.from_captions(both)
+    vocab = it.CaptionVocab.from_captions(captions["train"].captions)      # training captions only, as in 04
     assert vocab.words[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"] and "seven" in vocab.index and "," in vocab.index
-    ids = vocab.encode(captions["test"].captions)
-    assert ids.dtype == torch.int64 and ids.shape[0] == len(captions["test"])
+    ids = vocab.encode(captions["train"].captions)
+    assert ids.dtype == torch.int64 and ids.shape[0] == len(captions["train"])
     assert (ids[:, 0] == vocab.bos_id).all() and not (ids == vocab.unk_id).any()
     assert ((ids == vocab.eos_id).sum(1) == 1).all()
-    assert vocab.decode(ids) == captions["test"].captions
-    lengths = torch.tensor([len(it.tokens(c)) for c in captions["test"].captions])
+    assert vocab.decode(ids) == captions["train"].captions
+    lengths = torch.tensor([len(it.tokens(c)) for c in captions["train"].captions])
     assert torch.equal((ids != vocab.pad_id).sum(1), lengths + 2)
+
+
+def test_vocab_of_training_captions_marks_held_out_test_words_unknown(captions):
+    """The held-out test wordings bring words no training caption has: they stay out of the vocabulary."""
+    vocab = it.CaptionVocab.from_captions(captions["train"].captions)
+    test_words = {w for c in captions["test"].captions for w in it.tokens(c)}
+    unseen = test_words - set(vocab.words)
+    assert unseen and "contains" in unseen                                 # "the image contains a ..."
+    ids = vocab.encode(captions["test"].captions)
+    assert (ids == vocab.unk_id).any(1).all()  # every held-out wording has a word the training captions lack
+    assert not any(w in vocab.index for w in unseen)
 
 
 def test_vocab_decode_stops_at_eos_and_marks_unknown_words():
@@ -334,6 +344,32 @@ def test_question_pool_and_oracle_reject_bad_input():
         it.question_pool(["cat", "dog"])
     assert it.answer_question("is it something you wear on your feet?", 9, {}, FASHION_CLASSES) == 1
     assert it.answer_question("is it thicker than usual?", 0, {"thickness": "regular"}, FASHION_CLASSES) == -1
+
+
+def test_answer_questions_is_the_oracle_for_many_images(mnist, bins, questions):
+    data = questions["test"]
+    levels = bins.levels(it.measure_attributes(mnist["test"].images))
+    assert torch.equal(it.questions.answer_questions(data.questions, data.labels, levels, MNIST_CLASSES), data.answers)
+    paraphrased = it.make_questions(mnist["test"], bins, seed=1, held_out_wording=True)
+    assert torch.equal(it.questions.answer_questions(paraphrased.questions, data.labels, levels, MNIST_CLASSES),
+                       data.answers)
+    # a misreading (every digit a zero, every third the middle one) gets the answers that reading implies
+    middle = {name: torch.ones_like(level) for name, level in levels.items()}
+    misread = it.questions.answer_questions(data.questions, torch.zeros_like(data.labels), middle, MNIST_CLASSES)
+    words = {name: it.WORDS[name][1] for name in it.ATTRIBUTES}
+    assert misread.tolist() == [it.answer_question(q, 0, words, MNIST_CLASSES) for q in data.questions]
+    assert -1 in misread.tolist()                                       # attribute questions: no answer
+
+
+def test_answer_questions_rejects_bad_input():
+    labels = torch.tensor([3, 4])
+    with pytest.raises(ValueError, match=r"labels: expected a \(N,\) tensor, one label per question \(N = 1\)"):
+        it.questions.answer_questions(["is this a three?"], labels, {}, MNIST_CLASSES)
+    with pytest.raises(ValueError, match="'is this a cat\\?' is not in this dataset's question pool"):
+        it.questions.answer_questions(["is this a three?", "is this a cat?"], labels, {}, MNIST_CLASSES)
+    with pytest.raises(ValueError, match=r"levels: expected the thirds of every asked attribute, missing \['slant'\]"):
+        it.questions.answer_questions(["is this a three?", "does it lean further left than usual?"], labels,
+                                      {"thickness": torch.zeros(2)}, MNIST_CLASSES)
 
 
 def test_measuring_no_images_gives_empty_attributes():

@@ -125,10 +125,10 @@ def test_failed_hub_load_falls_back_with_one_line(tiny_folder, monkeypatch, caps
     monkeypatch.setattr(text, "packaged_model_path", lambda: tiny_folder)
     real_load = text._load
 
-    def load(location, name, source):
+    def load(location, name, source, **options):
         if source == "hub":
             raise OSError("connection reset by peer")
-        return real_load(location, name, source)
+        return real_load(location, name, source, **options)
 
     monkeypatch.setattr(text, "_load", load)
     encoder = text.load_text_encoder("bert-base-uncased")
@@ -152,6 +152,20 @@ def test_default_model_comes_from_the_package_even_online(tiny_folder, monkeypat
     encoder = text.load_text_encoder()
     assert capsys.readouterr().out.strip().splitlines() == [f"text encoder: {text.PACKAGED}"]
     assert encoder.source == "package" and encoder.name == text.DEFAULT_MODEL
+
+
+def test_attention_implementation_is_requested_at_load_time(tiny_folder, capsys):
+    """``attn_implementation="eager"`` reaches from_pretrained, so the model returns attention weights."""
+    eager = text.load_text_encoder(str(tiny_folder), attn_implementation="eager")
+    assert eager.model.config._attn_implementation == "eager"
+    batch = eager.tokenizer(["a thin two"], return_tensors="pt")
+    with torch.no_grad():
+        weights = eager.model(**batch, output_attentions=True).attentions
+    assert len(weights) == 1 and weights[0].shape == (1, 2, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
+    assert torch.allclose(weights[0].sum(-1), torch.ones(1, 2, batch["input_ids"].shape[1]), atol=1e-5)
+    assert text.load_text_encoder(str(tiny_folder)).model.config._attn_implementation != "eager"  # the default
+    with pytest.raises(TypeError, match="attn_implementation: expected None or a name"):
+        text.load_text_encoder(str(tiny_folder), attn_implementation=True)
 
 
 def test_missing_folder_and_bad_name_raise_clearly():

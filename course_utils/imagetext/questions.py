@@ -4,8 +4,8 @@ E.g. "is this digit even?" or "is it thicker than usual?". For every question st
 are (almost exactly) equally frequent, so a model that reads only the question scores about 50%;
 each image's answer is drawn at random (half yes, half no) before its question is picked, so a
 model that sees only the image scores about 50% too; a model that knows the class and the
-attributes scores 100% (:func:`answer_question` is that oracle). :func:`majority_baselines`
-measures the two one-modality ceilings.
+attributes scores 100% (:func:`answer_question` is that oracle, :func:`answer_questions` the same
+for many images at once). :func:`majority_baselines` measures the two one-modality ceilings.
 """
 from __future__ import annotations
 
@@ -124,6 +124,42 @@ def answer_question(question: str, label: int, words: dict[str, str], classes: S
             level = WORDS[q.attribute].index(words[q.attribute])
             return 1 if level == q.yes_level else 0 if level == 2 - q.yes_level else -1
     raise ValueError(f"question: {question!r} is not in this dataset's question pool (see question_pool)")
+
+
+def answer_questions(questions: Sequence[str], labels: torch.Tensor, levels: dict[str, torch.Tensor],
+                     classes: Sequence[str]) -> torch.Tensor:
+    """The oracle of :func:`answer_question` for N images at once, from their classes and attribute thirds.
+
+    Give it the true labels and levels to get the true answers, or what a model reads in the images
+    (e.g. :func:`course_utils.fusion.read_images`) to get the answers that reading implies.
+
+    Args:
+        questions: N wordings from :func:`question_pool` (training or held-out).
+        labels: ``(N,)`` int class indices. levels: ``{attribute: (N,) int}`` thirds (0, 1, 2), as from
+            :meth:`AttributeBins.levels`; only the attributes the questions ask about are read.
+        classes: ``cu.MNIST_CLASSES`` or ``cu.FASHION_CLASSES``.
+    Returns:
+        ``(N,)`` int64 on ``labels``' device: 1 yes, 0 no, -1 the question does not apply (a middle third).
+    Raises:
+        ValueError: lengths differ, a question is not in the pool, or an asked attribute has no levels.
+    """
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(questions):
+        got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else f"a {type(labels).__name__}"
+        raise ValueError(f"labels: expected a (N,) tensor, one label per question (N = {len(questions)}), got {got}")
+    by_text = {wording: q for q in question_pool(classes) for wording in (q.text, q.held_out)}
+    unknown = [text for text in questions if text not in by_text]
+    if unknown:
+        raise ValueError(f"questions: {unknown[0]!r} is not in this dataset's question pool (see question_pool)")
+    asked = [by_text[text] for text in questions]
+    missing = sorted({q.attribute for q in asked if q.attribute is not None} - set(levels))
+    if missing:
+        raise ValueError(f"levels: expected the thirds of every asked attribute, missing {missing}")
+    answers = torch.full((len(questions),), -1, dtype=torch.int64, device=labels.device)
+    for q in set(asked):
+        rows = torch.tensor([i for i, other in enumerate(asked) if other is q], device=labels.device)
+        subset = {q.attribute: levels[q.attribute].to(labels.device)[rows]} if q.attribute is not None else {}
+        answers[rows] = q.answers(labels[rows], subset)
+    return answers
 
 
 @dataclass

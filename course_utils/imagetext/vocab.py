@@ -18,8 +18,9 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(len(SPECIALS))
 class CaptionVocab:
     """Word-level vocabulary: ``<pad>`` = 0, ``<bos>`` = 1, ``<eos>`` = 2, ``<unk>`` = 3, then the words.
 
-    Build it from the captions of BOTH splits (train and test templates) so that a captioner can
-    emit every word; a word it has never seen becomes ``<unk>``.
+    Build it from the TRAINING captions only: the test split must not shape anything the model is built
+    from. The captioner can then emit only words it was trained on (all it could learn anyway); a word
+    of the held-out test wordings encodes as ``<unk>``.
     """
 
     SPECIALS = SPECIALS
