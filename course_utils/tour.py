@@ -35,12 +35,15 @@ PACKAGES: dict[str, str] = {
     "tqdm": "the progress bars of cu.fit",
     "seaborn": "heatmaps",
     "scikit-learn": "metrics and PCA",
+    "scipy": "the seeds' interval (cu.uncertainty.compare_seeds)",
     "pandas": "result tables",
     "pillow": "images for the pretrained ViT (03)",
     "scikit-image": "sample photos for the pretrained ViT (03)",
     "torchvision": "the pretrained ViT's image processor (03)",
     "transformers": "Hugging Face models (03, 04, 06)",
     "huggingface-hub": "pretrained models from the hub, when online",
+    "peft": "LoRA, AdaLoRA and prefix-tuning (07)",
+    "tensorboard": "experiment tracking (07)",
 }
 # Packages the course works without: what happens when one is missing.
 OPTIONAL: dict[str, str] = {

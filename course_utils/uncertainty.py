@@ -12,7 +12,7 @@ from statistics import NormalDist
 from typing import Sequence
 
 __all__ = ["wilson_interval", "accuracy_interval", "half_width", "format_accuracy", "is_tie", "compare", "mean_std",
-           "format_mean_std"]
+           "format_mean_std", "seed_difference_interval", "compare_seeds"]
 
 
 def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -89,3 +89,48 @@ def format_mean_std(values: Sequence[float]) -> str:
     """``0.9905 ± 0.0008 (3 seeds)``."""
     mean, std = mean_std(values)
     return f"{mean:.4f} ± {std:.4f} ({len(values)} seed{'s' if len(values) != 1 else ''})"
+
+
+def _check_seeds(values: object, name: str) -> list[float]:
+    """``values`` as a list of at least two accuracies in [0, 1], else ``ValueError``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) < 2 or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values):
+        raise ValueError(f"{name}: expected the accuracies of at least 2 seeds (numbers in [0, 1]), got {values!r}")
+    return [float(v) for v in values]
+
+
+def seed_difference_interval(values_a: Sequence[float], values_b: Sequence[float],
+                             confidence: float = 0.95) -> tuple[float, float]:
+    """The ``confidence`` interval of ``mean(values_a) - mean(values_b)`` from Welch's t-test (scipy): how
+    far the seeds' spread lets the difference of two means move. Each side needs at least 2 seeds."""
+    from scipy import stats
+
+    a, b = _check_seeds(values_a, "values_a"), _check_seeds(values_b, "values_b")
+    difference = sum(a) / len(a) - sum(b) / len(b)
+    if mean_std(a)[1] == 0 and mean_std(b)[1] == 0:          # no spread at all: the t-test is undefined
+        return difference, difference
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    return float(interval.low), float(interval.high)
+
+
+def compare_seeds(name_a: str, values_a: Sequence[float], name_b: str, values_b: Sequence[float], total: int,
+                  split: str = "test") -> str:
+    """One sentence comparing two models trained with several seeds each, both evaluated on the same
+    ``total`` images of ``split``.
+
+    Two noises can make a gap: the seeds (a new seed gives another model) and the test set (another
+    draw of images gives another accuracy). One "beats" the other only when both are ruled out: the 95%
+    interval of the difference of the means (Welch's t over the seeds, :func:`seed_difference_interval`)
+    excludes 0, and the 95% Wilson intervals of the two means do not overlap. Otherwise they tie.
+    """
+    mean_a, mean_b = mean_std(_check_seeds(values_a, "values_a"))[0], mean_std(_check_seeds(values_b, "values_b"))[0]
+    low, high = seed_difference_interval(values_a, values_b)
+    seeds = f"difference of the means {mean_a - mean_b:+.4f}, seeds' 95% interval [{low:+.4f}, {high:+.4f}]"
+    sides = f"{name_a} {format_mean_std(values_a)} vs {name_b} {format_mean_std(values_b)}"
+    if low <= 0 <= high:
+        return f"{name_a} and {name_b} tie: {sides}; {seeds} holds 0"
+    if is_tie(mean_a, mean_b, total):
+        return (f"{name_a} and {name_b} tie: {sides}; {seeds}, but the means' 95% intervals overlap on "
+                f"{total:,} {split} images")
+    better, worse = (name_a, name_b) if mean_a > mean_b else (name_b, name_a)
+    return f"{better} beats {worse}: {sides}; {seeds}, and the means are intervals apart on {total:,} {split} images"

@@ -18,9 +18,7 @@ MAX_CPU_SECONDS = [
     ("04_bert_image_text", 600),
     ("05_attention_math", 120),
     ("06_multimodal_fusion", 540),
-    pytest.param("03_vision_transformer", 540,
-                 marks=pytest.mark.xfail(strict=True, reason="the committed run took 9 min 14 s on a slow spell of the "
-                                                             "machine (8 min 55 s before); see issue 13")),
+    ("03_vision_transformer", 540),
 ]
 
 # (notebook, metric, "min" or "max", bound): the figure must be at least / at most the bound.

@@ -6,11 +6,13 @@ import pytest
 from course_utils.uncertainty import (
     accuracy_interval,
     compare,
+    compare_seeds,
     format_accuracy,
     format_mean_std,
     half_width,
     is_tie,
     mean_std,
+    seed_difference_interval,
     wilson_interval,
 )
 
@@ -63,3 +65,27 @@ def test_half_width_is_half_the_interval() -> None:
     low, high = accuracy_interval(0.985, 2000)
     assert half_width(0.985, 2000) == pytest.approx((high - low) / 2)
     assert half_width(0.985, 8000) < half_width(0.985, 2000)  # more images, narrower
+
+
+def test_seed_difference_interval_is_welchs() -> None:
+    """Worked value: Welch's t on (0.675, 0.299, 0.488) vs (0.426, 0.308, 0.442), df 2.59."""
+    low, high = seed_difference_interval([0.675, 0.299, 0.488], [0.426, 0.308, 0.442])
+    assert low == pytest.approx(-0.3106, abs=1e-4) and high == pytest.approx(0.5013, abs=1e-4)
+    assert seed_difference_interval([0.5, 0.5], [0.4, 0.4]) == pytest.approx((0.1, 0.1))
+
+
+def test_compare_seeds_needs_both_noises_ruled_out() -> None:
+    spread = compare_seeds("a", [0.675, 0.299, 0.488], "b", [0.426, 0.308, 0.442], 2000)
+    assert spread.startswith("a and b tie") and "holds 0" in spread
+    clear = compare_seeds("a", [0.70, 0.707, 0.68], "b", [0.576, 0.462, 0.536], 2000)
+    assert clear.startswith("a beats b") and "intervals apart on 2,000 test images" in clear
+    # seeds agree, but 200 test images cannot tell 0.90 from 0.88
+    few = compare_seeds("a", [0.90, 0.901, 0.899], "b", [0.88, 0.881, 0.879], 200, split="validation")
+    assert few.startswith("a and b tie") and "overlap on 200 validation images" in few
+    assert compare_seeds("b", [0.576, 0.462, 0.536], "a", [0.70, 0.707, 0.68], 2000).startswith("a beats b")
+
+
+@pytest.mark.parametrize("values", [[0.5], [], "0.5", [0.5, 1.5], [0.5, True], None])
+def test_compare_seeds_refuses_what_is_not_seeds(values) -> None:
+    with pytest.raises(ValueError, match="values_a: expected the accuracies of at least 2 seeds"):
+        compare_seeds("a", values, "b", [0.5, 0.6], 100)
