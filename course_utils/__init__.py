@@ -14,6 +14,11 @@ Each module fits on a screen:
 - :mod:`course_utils.fusion`: image-text fusion models and their losses;
 - :mod:`course_utils.contrastive`: the contrastive (CLIP) loss and model, image embeddings, recall@k;
 - :mod:`course_utils.models`: the MLP and CNN that later notebooks compare against, ``count_parameters``;
+- :mod:`course_utils.lora`: LoRA by hand, bottleneck adapters, trainable parameters and their AdamW memory;
+- :mod:`course_utils.optimisation`: AdamW parameter groups without decay on biases and norms, warmup + cosine,
+  multi-label targets and their per-label scores;
+- :mod:`course_utils.continual`: class-incremental training, a replay buffer, forgetting and backward transfer;
+- :mod:`course_utils.distributed`: ``fit`` on several processes under ``torchrun`` (DDP), one checkpoint from rank 0;
 - :mod:`course_utils.plots`: learning curves, confusion matrix, image grids, filters, feature maps;
 - :mod:`course_utils.results`: record each notebook's headline figures, and the tables of ``make results``;
 - :mod:`course_utils.uncertainty`: Wilson intervals of accuracies, ties, mean ± std over seeds;
@@ -30,7 +35,7 @@ import warnings
 # Where a Jupyter lacks ipywidgets, tqdm.auto warns and falls back to the text bar: that is fine.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from . import attention, captioning, fusion, imagetext, models, text, uncertainty, vit
+from . import attention, captioning, continual, fusion, imagetext, lora, models, optimisation, text, uncertainty, vit
 from .data import (
     FASHION_CLASSES,
     MNIST_CLASSES,
@@ -59,6 +64,6 @@ __all__ = [
     "show_feature_maps", "show_filters", "show_images", "record_results", "RUN_SIZES", "Plan", "get_device",
     "get_run_size", "run_plan", "set_seed", "History", "accuracy_table", "autocast_dtype", "evaluate", "fit",
     "fit_tensors", "evaluating", "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning",
-    "count_parameters",
+    "optimisation", "continual", "count_parameters", "lora",
     "show_plans", "check_setup", "module_tour", "results_location", "results_overview", "results_path",
 ]

@@ -39,6 +39,9 @@ COLAB_SHIPS: dict[str, str] = {
     "tqdm": "tqdm==4.67.3",
     "transformers": "transformers==5.15.0",
     "huggingface_hub": "huggingface_hub==1.27.0",
+    "safetensors": "safetensors==0.8.0",
+    "tensorboard": "tensorboard==2.20.0",
+    "peft": "peft==0.20.0",
     "nbformat": "nbformat==5.11.1",
     "nbclient": "nbclient==0.10.4",
     "jupyter_client": "jupyter_client==7.4.9",
@@ -98,4 +101,4 @@ def write_first_cell(path: Path | str) -> bool:
 
 def write_first_cells(folder: Path | str = NOTEBOOKS_DIR) -> list[Path]:
     """:func:`write_first_cell` for every numbered notebook in ``folder``; returns the notebooks changed."""
-    return [path for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")) if write_first_cell(path)]
+    return [path for path in sorted(Path(folder).glob("[0-9][0-9]*_*.ipynb")) if write_first_cell(path)]

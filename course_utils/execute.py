@@ -131,7 +131,7 @@ def execute_all(args: list[str]) -> None:
     paths = []
     for arg in args or ["notebooks"]:
         p = Path(arg)
-        paths += sorted(p.glob("[0-9][0-9]_*.ipynb")) if p.is_dir() else [p]
+        paths += sorted(p.glob("[0-9][0-9]*_*.ipynb")) if p.is_dir() else [p]
     for path in paths:
         print(f"{path.name}: running...", flush=True)
         print(f"{path.name}: done in {execute(path):.0f} s", flush=True)

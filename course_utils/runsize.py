@@ -102,6 +102,14 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"train_limit": None, "test_limit": None, "tagger_epochs": 10, "question_sets": 4, "fusion_epochs": 15,
                 "seeds": 3, "clip_epochs": 15, "probe_epochs": 10, "real_clip_images": 1000},
     },
+    "07a_scaling_out": {
+        "smoke": {"nproc": 2, "train_limit": 2000, "test_limit": 500, "epochs": 1, "global_batch": 128,
+                  "sweep_epochs": 1, "seeds": 1, "log_epochs": 1},
+        "cpu": {"nproc": 2, "train_limit": None, "test_limit": None, "epochs": 5, "global_batch": 128,
+                "sweep_epochs": 5, "seeds": 3, "log_epochs": 3},
+        "gpu": {"nproc": 2, "train_limit": None, "test_limit": None, "epochs": 5, "global_batch": 128,
+                "sweep_epochs": 5, "seeds": 3, "log_epochs": 3},
+    },
 }
 
 

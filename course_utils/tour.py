@@ -43,7 +43,8 @@ PACKAGES: dict[str, str] = {
     "transformers": "Hugging Face models (03, 04, 06)",
     "huggingface-hub": "pretrained models from the hub, when online",
     "peft": "LoRA, AdaLoRA and prefix-tuning (07)",
-    "tensorboard": "experiment tracking (07)",
+    "tensorboard": "experiment tracking (07, 07a)",
+    "safetensors": "checkpoints (07a)",
 }
 # Packages the course works without: what happens when one is missing.
 OPTIONAL: dict[str, str] = {

@@ -8,8 +8,14 @@
 Both trainers share one loop, so they share its behaviour: AdamW with a one-cycle schedule by default
 (or the caller's optimizer and scheduler), mixed precision on CUDA (:func:`autocast_dtype` picks the
 type), optional gradient clipping, early stopping with the best weights put back, a live progress bar
-(a widget in JupyterLab and Colab) and one summary line per epoch. Each trains on the device the model
-is on, moves every batch there, and hands the model back in the train/eval mode it was given in.
+(a widget in JupyterLab and Colab), one summary line per epoch and, with ``log_dir=``, TensorBoard logs.
+Each trains on the device the model is on, moves every batch there, and hands the model back in the
+train/eval mode it was given in.
+
+The same loop runs unchanged on several processes (a script started by ``torchrun``): once
+``torch.distributed`` is initialised, :func:`fit_tensors` wraps the model in PyTorch's
+``DistributedDataParallel``, gives each process its share of every epoch, and lets rank 0 alone
+evaluate, print and log (see :mod:`course_utils.distributed` and notebook 07a).
 """
 from __future__ import annotations
 
@@ -18,10 +24,13 @@ import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Union
 
 import torch
+from torch import distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .data import ImageSet
@@ -169,7 +178,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epoch
         optimizer: torch.optim.Optimizer | None = None, scheduler: str | SchedulerFactory | None = "one_cycle",
         loss_fn: Callable | None = None, augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         patience: int | None = None, clip_grad_norm: float | None = None, amp: bool = True, seed: int = 0,
-        progress: bool = True) -> History:
+        progress: bool = True, log_dir: str | Path | None = None) -> History:
     """Train the classifier ``model`` on ``train`` for ``epochs`` epochs; return the :class:`History`.
 
     :func:`fit_tensors` on ``(train.images, train.labels)``, with a cross-entropy step and ``val``'s
@@ -179,7 +188,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epoch
         model: maps images ``(B, C, H, W)`` to logits ``(B, num_classes)``; it trains where it is.
         train, val: datasets; ``val`` (optional, held out of the training data) is evaluated after every epoch.
         epochs, lr, weight_decay, batch_size, optimizer, scheduler, patience, clip_grad_norm, amp, seed,
-            progress: as in :func:`fit_tensors` (``patience`` watches ``val_acc``).
+            progress, log_dir: as in :func:`fit_tensors` (``patience`` watches ``val_acc``; on several
+            processes ``batch_size`` is per process and rank 0 alone evaluates ``val``).
         loss_fn: ``loss_fn(logits, labels)``; default cross-entropy.
         augment: applied to each training batch of images (e.g. ``data.random_shift``).
     """
@@ -201,7 +211,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epoch
     return fit_tensors(model, (train.images, train.labels), step, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        batch_size=batch_size, optimizer=optimizer, scheduler=scheduler,
                        evaluate=validate if val is not None else None, patience=patience, monitor="val_acc",
-                       clip_grad_norm=clip_grad_norm, amp=amp, seed=seed, progress=progress)
+                       clip_grad_norm=clip_grad_norm, amp=amp, seed=seed, progress=progress, log_dir=log_dir)
 
 
 def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Callable[..., StepResult], *,
@@ -209,8 +219,18 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
                 optimizer: torch.optim.Optimizer | None = None, scheduler: str | SchedulerFactory | None = "one_cycle",
                 evaluate: Callable[[nn.Module], dict[str, float]] | None = None, patience: int | None = None,
                 monitor: str = "val_acc", clip_grad_norm: float | None = None, amp: bool = True, seed: int = 0,
-                progress: bool = True) -> History:
+                progress: bool = True, log_dir: str | Path | None = None) -> History:
     """The course's training loop: train ``model`` on shuffled batches of several aligned tensors.
+
+    On several processes (``torch.distributed`` initialised, e.g. by ``torchrun``) the same call trains
+    with ``DistributedDataParallel``: the model is wrapped (unless it already is one), so its gradients
+    are averaged over all processes during ``backward``; every process draws the same permutation of the
+    rows each epoch and takes every ``world_size``-th row of it (padded by repetition to a multiple of the
+    world size, as ``torch.utils.data.DistributedSampler`` does), so that one step of the ``world_size``
+    processes together sees ``batch_size x world_size`` rows: the **global batch**. ``train_loss`` and
+    ``train_acc`` are averaged over all processes; rank 0 alone runs ``evaluate``, prints, shows the bar and
+    writes to ``log_dir``, and sends each epoch's row to the others, so that every process returns the
+    same :class:`History` and early stopping stops them all at the same epoch.
 
     Args:
         tensors: e.g. ``(images (N, 1, 28, 28), token_ids (N, L))``; each batch takes the same rows of
@@ -218,13 +238,13 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
         loss_fn: ``loss_fn(model, *batch)`` -> a scalar loss, or ``(loss, number right)`` to record accuracy.
         epochs: the most epochs to run.
         lr, weight_decay: for the default optimizer, ``torch.optim.AdamW(model.parameters(), lr, weight_decay)``.
-        batch_size: rows per step (the last batch of an epoch may be smaller).
+        batch_size: rows per step (the last batch of an epoch may be smaller); per process on several.
         optimizer: use this one instead (e.g. AdamW with parameter groups at different rates).
         scheduler: ``"one_cycle"`` (warm-up, then anneal to ~0, peaking at each group's ``lr``), ``None``
             (a constant rate), or ``make(optimizer, total_steps)`` returning a scheduler that is stepped
             after every batch (e.g. a linear warm-up from ``transformers``).
-        evaluate: called after each epoch in eval mode without gradients; returns metrics for the row,
-            e.g. ``lambda m: {"val_acc": ...}``.
+        evaluate: called after each epoch in eval mode without gradients, with the model itself (never its
+            ``DistributedDataParallel`` wrapper); returns metrics for the row, e.g. ``lambda m: {"val_acc": ...}``.
         patience: stop when ``monitor`` has not improved for this many epochs, and put back the weights of
             the best epoch (needs ``evaluate``).
         monitor: the metric of ``evaluate`` that decides the best epoch; lower is better when its name
@@ -235,9 +255,13 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
         seed: the order of the rows in epoch ``e`` is ``randperm(N)`` seeded with ``seed + e``.
         progress: a live bar (running loss and accuracy), cleared at the end, and a summary line per epoch
             (the first, the last and every k-th one in a run of more than ``MAX_SUMMARY_LINES`` epochs).
+        log_dir: a folder for TensorBoard (``torch.utils.tensorboard.SummaryWriter``; the ``tensorboard``
+            package is imported only then): each epoch's row (``train_loss``, ``train_acc``, the metrics of
+            ``evaluate``, ``seconds``) against the epoch, and each step's learning rate (``lr``, or
+            ``lr/group_i`` per parameter group) against the step. See it with ``tensorboard --logdir DIR``.
     Returns:
         the :class:`History`: ``train_loss`` (and ``train_acc``), ``seconds`` per epoch, the metrics of
-        ``evaluate``, ``step_losses``, ``best_epoch`` and ``stopped_early``.
+        ``evaluate``, ``step_losses`` (this process's batches), ``best_epoch`` and ``stopped_early``.
     """
     if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
         raise TypeError("tensors: expected a non-empty sequence of tensors with one row per example")
@@ -252,20 +276,31 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if patience is not None and evaluate is None:
         raise ValueError("early stopping (patience) needs validation metrics: pass evaluate=...")
+    if log_dir is not None and not isinstance(log_dir, (str, Path)):
+        raise TypeError(f"log_dir: expected a folder (str or Path) or None, got {type(log_dir).__name__}")
     device = device_of(model)
-    steps = -(-n // batch_size)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    net = model.module if isinstance(model, DistributedDataParallel) else model  # what evaluate and state see
+    if distributed and not isinstance(model, DistributedDataParallel):
+        model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    local_n = -(-n // world)  # this process's rows per epoch (n itself on one process)
+    steps = -(-local_n // batch_size)
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = _make_scheduler(scheduler, optimizer, epochs * steps)
+    schedule = make_scheduler(scheduler, optimizer, epochs * steps)
     dtype = autocast_dtype(device) if amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     history, best, best_state, waited = History(), None, None, 0
     lower_is_better = "loss" in monitor
+    progress = progress and rank == 0
     bar = tqdm(total=epochs * steps, disable=not progress, leave=False, unit="step", dynamic_ncols=True)
-    with _mode(model, training=True):
+    with _mode(model, training=True), _tensorboard(log_dir if rank == 0 else None) as writer:
         for epoch in range(epochs):
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             start, total, correct = time.perf_counter(), 0.0, None
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+            if distributed:
+                order = shard_rows(order, rank, world)
             for rows in order.split(batch_size):
                 batch = [t[rows.to(t.device)].to(device, non_blocking=True) for t in tensors]
                 with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
@@ -278,6 +313,8 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
                     nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
+                if writer is not None:
+                    _log_rates(writer, optimizer, len(history.step_losses) + 1)
                 if schedule is not None:
                     schedule.step()
                 history.step_losses.append(loss.item())
@@ -287,18 +324,28 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
                 bar.update()
                 if progress:
                     seen = bar.n - epoch * steps
-                    shown = {"loss": f"{total / min(seen * batch_size, n):.4f}"}
+                    shown = {"loss": f"{total / min(seen * batch_size, local_n):.4f}"}
                     if correct is not None:
-                        shown["acc"] = f"{correct / min(seen * batch_size, n):.3f}"
+                        shown["acc"] = f"{correct / min(seen * batch_size, local_n):.3f}"
                     bar.set_postfix(shown, refresh=False)
-            row: dict[str, float] = {"epoch": epoch + 1, "train_loss": total / n}
+            count = n
+            if distributed:  # sums over every process's rows
+                total, summed, count = _sum_over_processes([total, correct or 0, local_n], device)
+                correct = None if correct is None else summed
+            row: dict[str, float] = {"epoch": epoch + 1, "train_loss": total / count}
             if correct is not None:
-                row["train_acc"] = correct / n
+                row["train_acc"] = correct / count
             row["seconds"] = time.perf_counter() - start
-            if evaluate is not None:
-                with _mode(model, training=False), torch.no_grad():
-                    row.update(evaluate(model))
+            if evaluate is not None and rank == 0:
+                with _mode(net, training=False), torch.no_grad():
+                    row.update(evaluate(net))
+            if distributed:
+                row = _from_rank_0(row, device)
             history.rows.append(row)
+            if writer is not None:
+                for name, value in row.items():
+                    if name != "epoch":
+                        writer.add_scalar(name, value, epoch + 1)
             if progress and _summarised(epoch + 1, epochs):
                 tqdm.write(_summary(row, epochs))
             if monitor in row:
@@ -306,7 +353,7 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
                 if best is None or (value < best if lower_is_better else value > best):
                     best, history.best_epoch, waited = value, epoch + 1, 0
                     if patience is not None:
-                        best_state = copy.deepcopy(model.state_dict())
+                        best_state = copy.deepcopy(net.state_dict())
                 elif patience is not None:
                     waited += 1
                     if waited >= patience:
@@ -317,15 +364,80 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
                                  f"pass monitor= one of its keys")
     bar.close()
     if best_state is not None:
-        model.load_state_dict(best_state)
+        net.load_state_dict(best_state)
     if progress and history.stopped_early:
         tqdm.write(f"stopped early after epoch {len(history.rows)}; weights of epoch {history.best_epoch} restored "
                    f"({monitor}={best:.4f})")
     return history
 
 
-def _make_scheduler(scheduler: str | SchedulerFactory | None, optimizer: torch.optim.Optimizer,
-                    total_steps: int) -> Any:
+@contextmanager
+def _tensorboard(log_dir: str | Path | None) -> Iterator[Any]:
+    """A ``SummaryWriter`` on ``log_dir``, closed (flushed) at the end; ``None`` without a folder. Imported
+    here, so that only a run that logs needs the ``tensorboard`` package."""
+    if log_dir is None:
+        yield None
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def _log_rates(writer: Any, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """The learning rate of this step: ``lr``, or ``lr/group_0``, ``lr/group_1``, ... for several groups."""
+    groups = optimizer.param_groups
+    for index, group in enumerate(groups):
+        writer.add_scalar("lr" if len(groups) == 1 else f"lr/group_{index}", group["lr"], step)
+
+
+def shard_rows(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Process ``rank``'s rows of an epoch's ``order`` ``(N,)`` when ``world`` processes share it: every
+    ``world``-th row from the ``rank``-th, after padding ``order`` by repetition to a multiple of ``world``
+    (as ``torch.utils.data.DistributedSampler`` does). Every process gets ``ceil(N / world)`` rows and takes
+    as many steps, and batch ``k`` of all processes together (``B`` rows each) holds rows ``k * B * world``
+    to ``(k + 1) * B * world - 1`` of the padded order: one process's batch of ``B * world`` rows.
+
+    Raises:
+        ValueError: ``order`` is not a non-empty 1-D tensor, or ``rank`` is not one of ``0 .. world - 1``.
+    """
+    if not isinstance(order, torch.Tensor) or order.dim() != 1 or len(order) == 0:
+        got = tuple(order.shape) if isinstance(order, torch.Tensor) else type(order).__name__
+        raise ValueError(f"order: expected a non-empty 1-D tensor of row indices, got {got}")
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank, world: expected world >= 1 and 0 <= rank < world, got rank={rank}, world={world}")
+    size = -(-len(order) // world) * world
+    padded = order.repeat(-(-size // len(order)))[:size]
+    return padded[rank::world]
+
+
+def _collective_device(device: torch.device) -> torch.device:
+    """Where tensors for a collective call must be: on the GPU for NCCL, on the CPU for gloo."""
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _sum_over_processes(values: list[float], device: torch.device) -> list[float]:
+    """``values`` summed element-wise over every process (``all_reduce``), in float64."""
+    summed = torch.tensor(values, dtype=torch.float64, device=_collective_device(device))
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+    return summed.tolist()
+
+
+def _from_rank_0(row: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Rank 0's ``row`` on every process (``broadcast_object_list``)."""
+    box = [row]
+    dist.broadcast_object_list(box, src=0, device=_collective_device(device))
+    return box[0]
+
+
+def make_scheduler(scheduler: str | SchedulerFactory | None, optimizer: torch.optim.Optimizer,
+                   total_steps: int) -> Any:
+    """The learning-rate scheduler ``fit_tensors`` steps after every batch, for ``total_steps`` batches:
+    ``"one_cycle"`` (``OneCycleLR`` peaking at each group's ``lr``), ``None`` (no scheduler), or
+    ``scheduler(optimizer, total_steps)`` for a factory."""
     if scheduler is None:
         return None
     if scheduler == "one_cycle":

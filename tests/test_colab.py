@@ -30,7 +30,7 @@ from course_utils import text
 from course_utils.colab import COLAB_SHIPS, FIRST_CELL, first_cell_installs, first_cell_source
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 NEVER_INSTALLED = {"torch", "torchvision"}
 MISSING_ON_THE_SIMULATED_COLAB = ["seaborn", "scikit-image"]  # pip names; course_utils needs seaborn
 notebooks = pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -96,6 +96,7 @@ NOT_INFERENCE = [
     "fusion.tagger_loss",
     "training.fit",
     "training.fit_tensors",
+    "continual.train_incrementally",  # fit_tensors per task, then training.evaluate on each task's set
     # Run no model on inputs: conversion, counting, modes, tokenising, plotting weights.
     "attention.MultiHeadAttention.from_torch",
     "attention.MultiHeadAttention.to_torch",
@@ -105,6 +106,19 @@ NOT_INFERENCE = [
     "text.tokenize",
     "training.evaluating",
     "contrastive.LinearProbe.train",  # sets the mode, keeping the frozen encoder in eval mode
+    # Model surgery and bookkeeping: they replace or freeze layers, count parameters or group them.
+    "lora.LoRALinear.extra_repr",
+    "lora.LoRALinear.merged",
+    "lora.add_adapters",
+    "lora.add_lora",
+    "lora.copy_lora_to_peft",
+    "lora.lora_parameter_count",
+    "lora.merge_lora",
+    "lora.trainable_parameters",
+    "lora.trainable_state_bytes",
+    "optimisation.decay_groups",
+    "exercises.optimisation.solution_decay_groups",
+    "continual.split_classes",  # selects rows of an ImageSet where they are
     "vit.to_transformers",
 ]
 

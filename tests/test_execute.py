@@ -20,7 +20,7 @@ from course_utils.execute import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 def _notebook(*sources: str) -> nbformat.NotebookNode:

@@ -1,4 +1,4 @@
-"""Every checker of notebooks 01-06 under the same rules, tested through the list of checkers.
+"""Every checker of notebooks 01-07 under the same rules, tested through the list of checkers.
 
 For each checker: the reference passes; its float64 and numpy-scalar variants pass; a stub is "not
 attempted"; each named mistake gets its own hint; a correct answer that edits its input in place,
@@ -24,7 +24,7 @@ TABLE = Path(__file__).resolve().parents[1] / "course_utils" / "exercises" / "CH
 
 
 def test_every_notebook_checker_is_listed() -> None:
-    assert len(CHECKERS) == 23
+    assert len(CHECKERS) == 28
     assert all(info.solution is not None for info in CHECKERS)
 
 

@@ -206,7 +206,7 @@ def test_lab_serves_the_course_notebooks(tmp_path):
         listing = json.loads(body)
         names = {item["name"] for item in listing["content"] if item["type"] == "notebook"}
         assert EXPECTED <= names, f"missing notebooks: {sorted(EXPECTED - names)}"
-        on_disk = {p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")}
+        on_disk = {p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]*_*.ipynb")}
         assert on_disk <= names
         assert _get(f"{base}/api/contents")[0] == 403, "the API must refuse requests without the token"
         status, page = _get(f"{base}/lab", token)

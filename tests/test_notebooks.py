@@ -20,7 +20,7 @@ from course_utils.execute import LOCAL_PATH
 from course_utils.runsize import PLANS
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 FOUNDATION = ["00_setup_and_tour", "01_mnist_mlp", "02_mnist_cnn"]
 WARNING = re.compile(r"\b[A-Z][A-Za-z]*Warning\b")
 

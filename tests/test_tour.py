@@ -28,7 +28,7 @@ from course_utils.tour import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 # course_utils modules that only the command line loads (`python -m course_utils ...`), never a notebook.
 COMMAND_MODULES = {"__main__", "lab", "execute", "bench"}
 # Import name -> the distributions that provide it, e.g. "sklearn" -> ["scikit-learn"], "PIL" -> ["pillow"].

@@ -481,3 +481,50 @@ def test_accuracy_table_refuses_bad_input_by_name():
         training.accuracy_table({"x": "not a model"}, data)
     with pytest.raises(ValueError, match="histories: .*missing \\['MLP'\\]"):
         training.accuracy_table({"MLP": models.MLP()}, data, histories={})
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorBoard: log_dir=
+# ---------------------------------------------------------------------------------------------
+
+def _scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the TensorBoard log in ``folder``: {tag: [(step, value), ...]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_log_dir_writes_every_row_and_each_steps_learning_rate(tmp_path):
+    set_seed(0)
+    history = fit(_linear(), _tiny(), _tiny(seed=1), epochs=3, batch_size=16, progress=False, log_dir=tmp_path / "run")
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
+    logged = _scalars(tmp_path / "run")
+    assert set(logged) == {"train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"}
+    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds"):
+        assert [step for step, _ in logged[name]] == [1, 2, 3], name
+        assert [value for _, value in logged[name]] == pytest.approx(history[name], rel=1e-6), name  # float32
+    steps, rates = zip(*logged["lr"])
+    assert steps == tuple(range(1, 13)), "64 rows in batches of 16: 4 steps an epoch"
+    assert rates[0] == pytest.approx(1e-3 / 25) and 0 < rates.index(max(rates)) < 11, "one-cycle: up, then down"
+
+
+def test_log_dir_logs_each_parameter_groups_rate(tmp_path):
+    model = _linear()
+    optimizer = torch.optim.AdamW([{"params": [model[1].weight], "lr": 1e-2}, {"params": [model[1].bias], "lr": 1e-3}])
+    fit(model, _tiny(), epochs=1, optimizer=optimizer, scheduler=None, progress=False, log_dir=str(tmp_path))
+    logged = _scalars(tmp_path)
+    assert {"lr/group_0", "lr/group_1"} <= set(logged) and "lr" not in logged
+    assert logged["lr/group_0"][0][1] == pytest.approx(1e-2) and logged["lr/group_1"][0][1] == pytest.approx(1e-3)
+
+
+def test_log_dir_must_be_a_folder_and_tensorboard_is_imported_only_to_log():
+    with pytest.raises(TypeError, match="log_dir: expected a folder \\(str or Path\\) or None, got int"):
+        fit(_linear(), _tiny(), epochs=1, progress=False, log_dir=3)
+    import ast
+    import inspect
+
+    top_level = [node for node in ast.parse(inspect.getsource(training)).body
+                 if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not any("tensorboard" in ast.unparse(node) for node in top_level), "the course must not need tensorboard"

@@ -65,7 +65,8 @@ from .comparing import (
     same,
 )
 
-NOTEBOOKS = {"mlp": "01", "cnn": "02", "vit": "03", "bert": "04", "attention": "05", "fusion": "06"}
+NOTEBOOKS = {"mlp": "01", "cnn": "02", "vit": "03", "bert": "04", "attention": "05", "fusion": "06", "lora": "07",
+             "optimisation": "07"}
 
 __all__ = ["CHECKERS", "TIME_LIMIT", "VERDICTS", "Case", "CheckResult", "CheckerInfo", "Hint", "Mistake",
            "NotAttempted", "TimeLimit", "all_checkers", "argument_names", "as_int", "as_number", "call", "check_cases",
