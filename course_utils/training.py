@@ -178,7 +178,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epoch
         optimizer: torch.optim.Optimizer | None = None, scheduler: str | SchedulerFactory | None = "one_cycle",
         loss_fn: Callable | None = None, augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         patience: int | None = None, clip_grad_norm: float | None = None, amp: bool = True, seed: int = 0,
-        progress: bool = True, log_dir: str | Path | None = None) -> History:
+        progress: bool = True, log_dir: str | Path | None = None,
+        after_step: Callable[[int], None] | None = None) -> History:
     """Train the classifier ``model`` on ``train`` for ``epochs`` epochs; return the :class:`History`.
 
     :func:`fit_tensors` on ``(train.images, train.labels)``, with a cross-entropy step and ``val``'s
@@ -188,7 +189,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epoch
         model: maps images ``(B, C, H, W)`` to logits ``(B, num_classes)``; it trains where it is.
         train, val: datasets; ``val`` (optional, held out of the training data) is evaluated after every epoch.
         epochs, lr, weight_decay, batch_size, optimizer, scheduler, patience, clip_grad_norm, amp, seed,
-            progress, log_dir: as in :func:`fit_tensors` (``patience`` watches ``val_acc``; on several
+            progress, log_dir, after_step: as in :func:`fit_tensors` (``patience`` watches ``val_acc``; on several
             processes ``batch_size`` is per process and rank 0 alone evaluates ``val``).
         loss_fn: ``loss_fn(logits, labels)``; default cross-entropy.
         augment: applied to each training batch of images (e.g. ``data.random_shift``).
@@ -211,7 +212,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet | None = None, *, epoch
     return fit_tensors(model, (train.images, train.labels), step, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        batch_size=batch_size, optimizer=optimizer, scheduler=scheduler,
                        evaluate=validate if val is not None else None, patience=patience, monitor="val_acc",
-                       clip_grad_norm=clip_grad_norm, amp=amp, seed=seed, progress=progress, log_dir=log_dir)
+                       clip_grad_norm=clip_grad_norm, amp=amp, seed=seed, progress=progress, log_dir=log_dir,
+                       after_step=after_step)
 
 
 def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Callable[..., StepResult], *,
@@ -219,7 +221,8 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
                 optimizer: torch.optim.Optimizer | None = None, scheduler: str | SchedulerFactory | None = "one_cycle",
                 evaluate: Callable[[nn.Module], dict[str, float]] | None = None, patience: int | None = None,
                 monitor: str = "val_acc", clip_grad_norm: float | None = None, amp: bool = True, seed: int = 0,
-                progress: bool = True, log_dir: str | Path | None = None) -> History:
+                progress: bool = True, log_dir: str | Path | None = None,
+                after_step: Callable[[int], None] | None = None) -> History:
     """The course's training loop: train ``model`` on shuffled batches of several aligned tensors.
 
     On several processes (``torch.distributed`` initialised, e.g. by ``torchrun``) the same call trains
@@ -259,6 +262,9 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
             package is imported only then): each epoch's row (``train_loss``, ``train_acc``, the metrics of
             ``evaluate``, ``seconds``) against the epoch, and each step's learning rate (``lr``, or
             ``lr/group_i`` per parameter group) against the step. See it with ``tensorboard --logdir DIR``.
+        after_step: called as ``after_step(step)`` after every optimiser step (and the scheduler's), with
+            the number of steps taken so far (1, 2, ...), while the step's gradients are still there: e.g.
+            ``lambda step: model.base_model.update_and_allocate(step)`` for ``peft``'s AdaLoRA.
     Returns:
         the :class:`History`: ``train_loss`` (and ``train_acc``), ``seconds`` per epoch, the metrics of
         ``evaluate``, ``step_losses`` (this process's batches), ``best_epoch`` and ``stopped_early``.
@@ -278,6 +284,8 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
         raise ValueError("early stopping (patience) needs validation metrics: pass evaluate=...")
     if log_dir is not None and not isinstance(log_dir, (str, Path)):
         raise TypeError(f"log_dir: expected a folder (str or Path) or None, got {type(log_dir).__name__}")
+    if after_step is not None and not callable(after_step):
+        raise TypeError(f"after_step: expected a function of the step number, or None, got {type(after_step).__name__}")
     device = device_of(model)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -318,6 +326,8 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
                 if schedule is not None:
                     schedule.step()
                 history.step_losses.append(loss.item())
+                if after_step is not None:
+                    after_step(len(history.step_losses))
                 total += history.step_losses[-1] * len(rows)
                 if hits is not None:
                     correct = (correct or 0) + int(hits)

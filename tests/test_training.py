@@ -528,3 +528,28 @@ def test_log_dir_must_be_a_folder_and_tensorboard_is_imported_only_to_log():
     top_level = [node for node in ast.parse(inspect.getsource(training)).body
                  if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert not any("tensorboard" in ast.unparse(node) for node in top_level), "the course must not need tensorboard"
+
+
+def test_after_step_runs_after_every_optimiser_step_with_the_gradients_still_there() -> None:
+    """The hook AdaLoRA needs: called once per step, numbered from 1, after the weights moved."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    seen: list[tuple[int, bool, bool]] = []
+    before = {"weight": model.weight.detach().clone()}
+
+    def hook(step: int) -> None:
+        moved = not torch.equal(model.weight, before["weight"])
+        before["weight"] = model.weight.detach().clone()
+        seen.append((step, model.weight.grad is not None, moved))
+
+    history = training.fit_tensors(model, (x, y), lambda m, a, b: F.cross_entropy(m(a), b), epochs=2,
+                                   batch_size=4, progress=False, after_step=hook)
+    assert [s for s, _, _ in seen] == list(range(1, len(history.step_losses) + 1)) == list(range(1, 7))
+    assert all(grad and moved for _, grad, moved in seen)
+
+
+def test_after_step_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="after_step: expected a function of the step number"):
+        training.fit_tensors(nn.Linear(3, 2), (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)),
+                             lambda m, a, b: F.cross_entropy(m(a), b), epochs=1, after_step=3, progress=False)
