@@ -17,7 +17,15 @@ Each module fits on a screen:
 - :mod:`course_utils.lora`: LoRA by hand, bottleneck adapters, trainable parameters and their AdamW memory;
 - :mod:`course_utils.optimisation`: AdamW parameter groups without decay on biases and norms, warmup + cosine,
   multi-label targets and their per-label scores;
+- :mod:`course_utils.finetuning`: a pretrained BERT fine-tuned as a pair classifier: encoding, the recipe,
+  the methods' table;
 - :mod:`course_utils.continual`: class-incremental training, a replay buffer, forgetting and backward transfer;
+- :mod:`course_utils.metrics`: confusion matrix, precision / recall / F1, ROC and PR curves, top-k, bootstrap;
+- :mod:`course_utils.calibration`: reliability, ECE, temperature scaling, MC dropout, ensembles, rejection curve;
+- :mod:`course_utils.label_problems`: class imbalance and label noise made on purpose, and their fixes;
+- :mod:`course_utils.robustness`: corruptions, FGSM, out-of-distribution scores, saliency and Grad-CAM;
+- :mod:`course_utils.few_shot`: k-shot samples, prototypes in an embedding space, pseudo-labels;
+- :mod:`course_utils.compression`: int8 quantisation, pruning, distillation, size and latency, ensembles;
 - :mod:`course_utils.distributed`: ``fit`` on several processes under ``torchrun`` (DDP), one checkpoint from rank 0;
 - :mod:`course_utils.plots`: learning curves, confusion matrix, image grids, filters, feature maps;
 - :mod:`course_utils.results`: record each notebook's headline figures, and the tables of ``make results``;
@@ -27,7 +35,8 @@ Each module fits on a screen:
 - :mod:`course_utils.colab`: what Colab ships, and the notebooks' first cell (``first_cell.py``);
 - :mod:`course_utils.lab`, :mod:`course_utils.execute`, :mod:`course_utils.bench`: the ``python -m course_utils``
   commands (the lab, re-running notebooks, timing the offline fallbacks);
-- :mod:`course_utils.exercises`: the exercise checkers.
+- :mod:`course_utils.exercises`: the exercise checkers;
+- :mod:`course_utils.interview`: notebook 09's question bank, coding and bug rounds, design prompts, mock interview.
 """
 import warnings
 
@@ -35,7 +44,21 @@ import warnings
 # Where a Jupyter lacks ipywidgets, tqdm.auto warns and falls back to the text bar: that is fine.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from . import attention, captioning, continual, fusion, imagetext, lora, models, optimisation, text, uncertainty, vit
+from . import (
+    attention,
+    calibration,
+    captioning,
+    continual,
+    fusion,
+    imagetext,
+    lora,
+    metrics,
+    models,
+    optimisation,
+    text,
+    uncertainty,
+    vit,
+)
 from .data import (
     FASHION_CLASSES,
     MNIST_CLASSES,
@@ -64,6 +87,6 @@ __all__ = [
     "show_feature_maps", "show_filters", "show_images", "record_results", "RUN_SIZES", "Plan", "get_device",
     "get_run_size", "run_plan", "set_seed", "History", "accuracy_table", "autocast_dtype", "evaluate", "fit",
     "fit_tensors", "evaluating", "predict", "models", "attention", "vit", "text", "imagetext", "fusion", "captioning",
-    "optimisation", "continual", "count_parameters", "lora",
+    "optimisation", "continual", "count_parameters", "lora", "metrics", "calibration",
     "show_plans", "check_setup", "module_tour", "results_location", "results_overview", "results_path",
 ]

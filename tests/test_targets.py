@@ -19,6 +19,8 @@ MAX_CPU_SECONDS = [
     ("05_attention_math", 120),
     ("06_multimodal_fusion", 540),
     ("03_vision_transformer", 540),
+    ("07_fine_tuning", 600),
+    ("09_interview_prep", 60),
 ]
 
 # (notebook, metric, "min" or "max", bound): the figure must be at least / at most the bound.
@@ -36,7 +38,18 @@ TARGETS = [
     ("06_multimodal_fusion", "image_only_test_acc", "max", 0.55),
     ("06_multimodal_fusion", "text_only_test_acc", "max", 0.55),
     ("06_multimodal_fusion", "zero_shot_test_acc", "min", 0.95),
+    ("07_fine_tuning", "full_ft_minus_probe", "min", 0.05),
+    ("07_fine_tuning", "lora_minus_full_ft", "min", -0.015),
+    ("07_fine_tuning", "lora_trainable_frac", "max", 0.02),
+    ("07_fine_tuning", "lora_merge_max_diff", "max", 1e-5),
+    ("07_fine_tuning", "replay_capacity", "max", 200),
+    ("07_fine_tuning", "replay_drop_share", "max", 0.5),
     ("07a_scaling_out", "ddp_test_gap", "max", 0.01),
+    ("09_interview_prep", "questions", "min", 80),
+    ("09_interview_prep", "coding_exercises", "min", 20),
+    ("09_interview_prep", "bug_exercises", "min", 10),
+    ("09_interview_prep", "design_prompts", "min", 2),
+    ("09_interview_prep", "glossary_terms", "min", 100),
     ("07a_scaling_out", "ddp_test_gap", "min", -0.01),
     ("07a_scaling_out", "checkpoints_written", "max", 1),
     ("07a_scaling_out", "checkpoints_written", "min", 1),
@@ -50,6 +63,8 @@ RECORDED = {  # figures that must be recorded, whatever their value
     "03_vision_transformer": ["fashion_test_acc_ci_low", "fashion_test_acc_ci_high"],
     "04_bert_image_text": [f"fpt_{variant}_test_acc{suffix}" for suffix in ("", "_std")
                            for variant in ("frozen_random", "frozen_pretrained", "full", "random_init")],
+    "07_fine_tuning": ["peft_lora_test_acc", "adalora_test_acc", "adapter_test_acc", "prefix_test_acc",
+                       "top_unfreeze_test_acc", "forgetting_drop", "replay_drop"],
     "06_multimodal_fusion": ["fusion_test_acc_std", "paraphrase_fusion_test_acc", "paraphrase_onehot_test_acc",
                              "retrieval_r1_semantic"],
 }

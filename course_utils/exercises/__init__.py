@@ -66,7 +66,7 @@ from .comparing import (
 )
 
 NOTEBOOKS = {"mlp": "01", "cnn": "02", "vit": "03", "bert": "04", "attention": "05", "fusion": "06", "lora": "07",
-             "optimisation": "07"}
+             "optimisation": "07", "evaluation": "08", "layers": "09", "detection": "09", "search": "09"}
 
 __all__ = ["CHECKERS", "TIME_LIMIT", "VERDICTS", "Case", "CheckResult", "CheckerInfo", "Hint", "Mistake",
            "NotAttempted", "TimeLimit", "all_checkers", "argument_names", "as_int", "as_number", "call", "check_cases",
