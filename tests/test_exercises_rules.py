@@ -1,4 +1,4 @@
-"""Every checker of notebooks 01-07 under the same rules, tested through the list of checkers.
+"""Every checker of the course's notebooks under the same rules, tested through the list of checkers.
 
 For each checker: the reference passes; its float64 and numpy-scalar variants pass; a stub is "not
 attempted"; each named mistake gets its own hint; a correct answer that edits its input in place,
@@ -148,3 +148,15 @@ def test_the_command_prints_the_table(capsys) -> None:
 
     assert main(["checkers"]) == 0 and capsys.readouterr().out == checker_table()
     assert main(["checkers", "--bogus"]) == 2
+
+
+
+def test_the_list_does_not_depend_on_which_module_was_imported_first(monkeypatch) -> None:
+    import course_utils.exercises as exercises
+
+    expected = all_checkers()
+    registered = list(exercises.CHECKERS)
+    search_first = ([i for i in registered if i.module.endswith(".search")]
+                    + [i for i in registered if not i.module.endswith(".search")])
+    monkeypatch.setattr(exercises, "CHECKERS", search_first)
+    assert all_checkers() == expected

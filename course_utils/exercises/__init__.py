@@ -77,11 +77,20 @@ __all__ = ["CHECKERS", "TIME_LIMIT", "VERDICTS", "Case", "CheckResult", "Checker
 
 def all_checkers() -> list[CheckerInfo]:
     """Every checker of the course's notebooks (importing each notebook's module of checkers), notebook by
-    notebook, each notebook's in the order they are defined."""
+    notebook; within a notebook, module by module in the order of ``NOTEBOOKS``, each module's checkers in the
+    order they are defined."""
     for module in NOTEBOOKS:
         importlib.import_module(f"{__name__}.{module}")
     ours = [info for info in CHECKERS if info.module.startswith(f"{__name__}.")]
-    return sorted(ours, key=lambda info: NOTEBOOKS[info.module.rsplit(".", 1)[1]])  # in notebook order
+    modules = list(NOTEBOOKS)
+
+    def place(info: CheckerInfo) -> tuple[str, int]:
+        """Notebook, then the module's place in NOTEBOOKS; the stable sort keeps each module's definition order,
+        whichever module was imported first."""
+        module = info.module.rsplit(".", 1)[1]
+        return NOTEBOOKS[module], modules.index(module)
+
+    return sorted(ours, key=place)
 
 
 def checker_table() -> str:
