@@ -111,7 +111,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
                   "replay_capacity": 50},
         "cpu": {"layers": None, "train_pairs": 1000, "val_pairs": 400, "test_pairs": 1000, "epochs": 3,
                 "batch_size": 32, "probe_epochs": 100, "probe_lrs": [1e-3, 1e-2, 1e-1], "full_lrs": [5e-5, 1e-4],
-                "lora_lrs": [3e-3, 1e-2], "lora_r": 8, "prefix_lrs": [3e-2], "prefix_tokens": 20,
+                "lora_lrs": [1e-3, 3e-3], "lora_r": 8, "prefix_lrs": [3e-2], "prefix_tokens": 20,
                 "adapter_width": 16, "top_layers": 2, "ranks": [2, 8], "label_budgets": [30, 100, 300, 1000],
                 "scratch_lrs": [1e-3], "timing_repeats": 3, "multilabel_train": 5000, "multilabel_epochs": 8,
                 "continual_train": 8000, "continual_epochs": 2, "replay_capacity": 200},
