@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import count_parameters, device_of
+from .lora import trainable_parameters, trainable_state_bytes
+from .models import device_of
 from .optimisation import decay_groups, warmup_cosine
 from .text import mean_pool, quiet_transformers
 from .training import History, StepResult, evaluating, fit_tensors
@@ -95,16 +96,19 @@ def sequence_step(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, types
     return out.loss, int((out.logits.argmax(1) == labels).sum())
 
 
+def _batches(model: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """``model`` in eval mode without gradients, and the batches of ``(input_ids, attention_mask, token_type_ids)``
+    moved to its device, each trimmed to its longest pair; every submodule's own mode is restored afterwards."""
+    device = device_of(model)
+    with evaluating(model), torch.no_grad():
+        for start in range(0, len(tensors[0]), batch_size):
+            yield _trimmed(*(t[start:start + batch_size].to(device) for t in tensors[:3]))
+
+
 def sequence_logits(model: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int = 256) -> torch.Tensor:
     """Logits ``(N, K)`` on the CPU for ``tensors`` = ``(input_ids, attention_mask, token_type_ids[, labels])``,
     in eval mode (each submodule's own mode restored afterwards), without gradients."""
-    device = device_of(model)
-    logits = []
-    with evaluating(model), torch.no_grad():
-        for start in range(0, len(tensors[0]), batch_size):
-            batch = _trimmed(*(t[start:start + batch_size].to(device) for t in tensors[:3]))
-            logits.append(model(**batch).logits.float().cpu())
-    return torch.cat(logits)
+    return torch.cat([model(**batch).logits.float().cpu() for batch in _batches(model, tensors, batch_size)])
 
 
 def sequence_predict(model: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int = 256) -> torch.Tensor:
@@ -119,14 +123,8 @@ def sequence_accuracy(model: nn.Module, tensors: Sequence[torch.Tensor], batch_s
 
 def pooled_features(encoder: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int = 256) -> torch.Tensor:
     """Unit-length mean-pooled last hidden states ``(N, hidden)`` of a frozen ``encoder`` (a ``BertModel``)."""
-    device = device_of(encoder)
-    features = []
-    with evaluating(encoder), torch.no_grad():
-        for start in range(0, len(tensors[0]), batch_size):
-            batch = _trimmed(*(t[start:start + batch_size].to(device) for t in tensors[:3]))
-            hidden = encoder(**batch).last_hidden_state
-            features.append(F.normalize(mean_pool(hidden, batch["attention_mask"]), dim=1).cpu())
-    return torch.cat(features)
+    return torch.cat([F.normalize(mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"]), dim=1).cpu()
+                      for batch in _batches(encoder, tensors, batch_size)])
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -204,7 +202,7 @@ def train_method(name: str, model: nn.Module, train: Sequence[torch.Tensor], val
     Raises:
         ValueError: ``model`` has no trainable parameter.
     """
-    trainable, total = count_parameters(model), sum(p.numel() for p in model.parameters())
+    trainable, total = trainable_parameters(model)
     if trainable == 0:
         raise ValueError(f"{name}: the model has no trainable parameter (requires_grad=True): nothing to train")
     device = device_of(model)
@@ -221,7 +219,7 @@ def train_method(name: str, model: nn.Module, train: Sequence[torch.Tensor], val
                           scheduler=warmup_cosine(warmup), clip_grad_norm=clip_grad_norm, seed=seed,
                           after_step=after_step, log_dir=log_dir, progress=progress, evaluate=evaluate)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return MethodRun(name, model, history, lr, trainable, total, 4 * 4 * trainable, peak)
+    return MethodRun(name, model, history, lr, trainable, total, trainable_state_bytes(model), peak)
 
 
 def method_table(runs: Sequence[MethodRun], test: Sequence[torch.Tensor]) -> dict[str, float]:

@@ -52,7 +52,8 @@ def variant(info: CheckerInfo, change: Callable[[Any], Any]) -> Callable[..., An
 
 @pytest.mark.parametrize("info", CHECKERS, ids=IDS)
 def test_the_reference_and_its_float64_and_numpy_variants_pass(info: CheckerInfo) -> None:
-    assert info.checker(info.solution, quiet=True).passed
+    result = info.checker(info.solution, quiet=True)
+    assert result.passed and str(result) == f"PASSED {info.name}" and isinstance(result.seed, int)
     float64 = variant(info, lambda v: convert(v, torch.Tensor.double, lambda n: np.float64(n)
                                               if isinstance(n, float) else np.int64(n)))
     assert info.checker(float64, quiet=True).passed, info.checker(float64, quiet=True).message
@@ -62,18 +63,22 @@ def test_the_reference_and_its_float64_and_numpy_variants_pass(info: CheckerInfo
 
 
 @pytest.mark.parametrize("info", CHECKERS, ids=IDS)
-def test_the_declared_hidden_cases_run_and_a_stub_is_not_attempted(info: CheckerInfo) -> None:
+def test_the_declared_hidden_cases_run_and_a_stub_is_not_attempted(info: CheckerInfo, capsys) -> None:
     info.checker(info.solution, quiet=True)
     assert info.hidden >= 2 and info.checker.hidden_cases_run == info.hidden
 
-    assert info.checker(stub, quiet=True).status == "not attempted"
+    result = info.checker(stub)
+    assert result.status == "not attempted" and "NotImplementedError" in result.message
+    assert capsys.readouterr().out.startswith(f"TODO {info.name}:")
 
 
 @pytest.mark.parametrize("info", CHECKERS, ids=IDS)
 def test_each_named_mistake_gets_its_own_hint(info: CheckerInfo) -> None:
     for mistake in info.mistakes:
         result = info.checker(mistake.compute, quiet=True)
-        assert result.status == "failed" and mistake.hint in result.message, (mistake.name, result.message)
+        # the hint alone, or after the case that showed the mistake ("make_mlp([64]): <hint>")
+        exact = result.message == mistake.hint or result.message.endswith(": " + mistake.hint)
+        assert result.status == "failed" and exact, (mistake.name, result.message)
 
 
 def edit_first_input(value: Any) -> bool:
