@@ -217,23 +217,33 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * T ** 2 * soft + (1 - alpha) * hard
 
 
-def distillation_step(T: float = 4.0, alpha: float = 0.5) -> Callable[..., StepResult]:
+def distillation_step(T: float = 4.0, alpha: float = 0.5,
+                      augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable[..., StepResult]:
     """:func:`distillation_loss` as a loss for :func:`~course_utils.training.fit_tensors`, with the teacher's
     logits computed once beforehand and passed as a third tensor::
 
         teacher_logits = predict(teacher, train)          # (N, K), the teacher runs once
         fit_tensors(student, (train.images, train.labels, teacher_logits), distillation_step(4.0, 0.5), ...)
 
+    With ``augment`` (e.g. :func:`~course_utils.images.random_shift`) the student sees each batch augmented
+    while the teacher's logits stay those of the original image: a soft label reused for the shifted image,
+    as the hard label is. ``alpha=0`` gives the same step on the labels alone, the fair baseline.
+
+    Args:
+        T: temperature, above 0. alpha: the weight of the teacher's term, in ``[0, 1]``.
+        augment: applied to each batch of images ``(B, C, H, W)`` before the student sees it, or ``None``.
     Returns:
         ``loss_fn(model, images, labels, teacher_logits) -> (loss, number of labels the student got right)``.
     Raises:
-        ValueError: ``T <= 0`` or ``alpha`` outside ``[0, 1]``.
+        ValueError: ``T <= 0``, ``alpha`` outside ``[0, 1]``, or an ``augment`` that is not callable.
     """
     T, alpha = _check_temperature(T, alpha)
+    if augment is not None and not callable(augment):
+        raise ValueError(f"augment: expected a function of a batch of images, or None, got {augment!r}")
 
     def loss_fn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 teacher_logits: torch.Tensor) -> StepResult:
-        logits = model(images)
+        logits = model(augment(images) if augment is not None else images)
         return distillation_loss(logits, teacher_logits, labels, T, alpha), (logits.argmax(1) == labels).sum()
 
     return loss_fn
@@ -249,7 +259,8 @@ class Ensemble(nn.Module):
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
-        if isinstance(members, nn.Module) or not members or not all(isinstance(m, nn.Module) for m in members):
+        single = isinstance(members, nn.Module) and not isinstance(members, nn.ModuleList)  # a ModuleList is a list
+        if single or not members or not all(isinstance(m, nn.Module) for m in members):
             raise ValueError("members: expected a non-empty list of nn.Module classifiers")
         self.members = nn.ModuleList(members)
 

@@ -6,11 +6,13 @@
 - :func:`prototypes`: each class's mean embedding, and :func:`prototype_predict`: the class whose
   prototype is nearest by cosine similarity (:func:`cosine_scores`), as in prototypical networks
   (Snell et al., 2017);
-- :func:`pseudo_label`: add the unlabelled examples the prototypes classify confidently to the labelled
-  set, with the predicted class as their label (self-training), then recompute the prototypes.
+- :func:`pseudo_label`: add the unlabelled examples the prototypes classify confidently (above a threshold,
+  or the most confident share of them) to the labelled set, with the predicted class as their label
+  (self-training), then recompute the prototypes.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -151,24 +153,29 @@ def prototype_predict(embeddings: torch.Tensor, protos: torch.Tensor) -> torch.T
 
 
 def pseudo_label(embeddings: torch.Tensor, labels: torch.Tensor, unlabelled: torch.Tensor, num_classes: int,
-                 threshold: float = 0.9, temperature: float = 0.1
+                 threshold: float = 0.9, temperature: float = 0.1, share: float | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One round of pseudo-labelling: the unlabelled embeddings that the labelled set's prototypes classify
-    with confidence ``>= threshold`` join the labelled set, labelled with the predicted class.
+    with confidence ``>= threshold`` (or, with ``share``, the most confident ``share`` of them) join the
+    labelled set, labelled with the predicted class.
 
     The confidence is the largest of ``softmax(cosine_scores / temperature)`` over the classes (a low
-    temperature sharpens it). Recompute :func:`prototypes` on the result to use the new examples; choose
-    ``threshold`` on validation data, and check how many pseudo-labels are right where the truth is known
-    (``true_labels[taken]``).
+    temperature sharpens it). Its scale depends on the space: features that are all positive (after a ReLU)
+    have cosine similarities close to one another, so their confidences stay low and a fixed ``threshold``
+    may take nothing; ``share`` takes the ``ceil(share * M)`` most confident rows whatever the scale. Recompute
+    :func:`prototypes` on the result to use the new examples; choose ``threshold`` or ``share`` on validation
+    data, and check how many pseudo-labels are right where the truth is known (``true_labels[taken]``).
 
     Args:
         embeddings: ``(N, D)`` labelled; labels: ``(N,)``; unlabelled: ``(M, D)``.
         threshold: in ``[0, 1]``. temperature: above 0.
+        share: in ``(0, 1]``, or ``None`` to use ``threshold`` (which ``share`` replaces).
     Returns:
         ``(embeddings (N + P, D), labels (N + P,), taken (P,))``: the labelled set with the ``P`` confident
-        unlabelled rows appended, and the indices of those rows in ``unlabelled``.
+        unlabelled rows appended, and the indices of those rows in ``unlabelled`` (in increasing order).
     Raises:
-        ValueError: wrong shapes or labels (as :func:`prototypes`), ``threshold`` or ``temperature`` out of range.
+        ValueError: wrong shapes or labels (as :func:`prototypes`), ``threshold``, ``temperature`` or ``share``
+            out of range.
     """
     embeddings = _check_embeddings(embeddings, "embeddings")
     unlabelled = _check_embeddings(unlabelled, "unlabelled")
@@ -176,9 +183,15 @@ def pseudo_label(embeddings: torch.Tensor, labels: torch.Tensor, unlabelled: tor
         raise ValueError(f"threshold: expected a probability in [0, 1], got {threshold!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
         raise ValueError(f"temperature: expected a number above 0, got {temperature!r}")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 < share <= 1):
+        raise ValueError(f"share: expected a fraction in (0, 1] of the unlabelled rows, or None, got {share!r}")
     protos = prototypes(embeddings, labels, num_classes)
     confidence, predicted = torch.softmax(cosine_scores(unlabelled, protos) / temperature, dim=1).max(dim=1)
-    taken = (confidence >= threshold).nonzero().flatten()
+    if share is None:
+        taken = (confidence >= threshold).nonzero().flatten()
+    else:
+        count = math.ceil(share * len(unlabelled) - 1e-9)
+        taken = confidence.argsort(descending=True, stable=True)[:count].sort().values
     new_labels = predicted[taken].to(labels.device)
     new_rows = unlabelled[taken].to(embeddings.device, embeddings.dtype)
     return torch.cat([embeddings, new_rows]), torch.cat([labels, new_labels]), taken.cpu()

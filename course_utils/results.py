@@ -42,6 +42,8 @@ HEADLINE: dict[str, list[str]] = {
     "06_multimodal_fusion": ["fusion_test_acc", "paraphrase_fusion_test_acc", "zero_shot_test_acc"],
     "07_fine_tuning": ["linear_probe_test_acc", "full_ft_test_acc", "lora_test_acc"],
     "07a_scaling_out": ["single_process_test_acc", "ddp_test_acc"],
+    "08_evaluation": ["macro_f1", "ece_after", "imbalanced_balanced_acc_best", "noise40_acc_mitigated", "ood_auroc",
+                      "fgsm_acc_fixed", "int8_size_ratio"],
     "09_interview_prep": ["questions", "coding_exercises", "bug_exercises", "design_prompts", "glossary_terms"],
 }
 USAGE = """usage: python -m course_utils results [--markdown | --all] [FOLDER]

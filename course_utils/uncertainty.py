@@ -8,6 +8,7 @@ mean ± standard deviation as well.
 from __future__ import annotations
 
 import math
+import numbers
 from statistics import NormalDist
 from typing import Sequence
 
@@ -24,13 +25,14 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
     Raises:
         ValueError: for ``total < 1``, ``correct`` outside ``[0, total]`` or ``confidence`` outside (0, 1).
     """
-    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+    if isinstance(total, bool) or not isinstance(total, numbers.Integral) or total < 1:
         raise ValueError(f"total: expected a whole number of examples >= 1, got {total!r}")
-    if isinstance(correct, bool) or not isinstance(correct, int) or not 0 <= correct <= total:
+    if isinstance(correct, bool) or not isinstance(correct, numbers.Integral) or not 0 <= correct <= total:
         raise ValueError(f"correct: expected a whole number in [0, total={total}], got {correct!r}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a level in (0, 1) such as 0.95, got {confidence!r}")
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    correct, total = int(correct), int(total)
     p = correct / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z / (1 + z * z / total) * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))

@@ -178,6 +178,20 @@ def test_distillation_checks_its_input_and_trains_with_fit_tensors():
     assert len(history.rows) == 2 and 0 <= history["train_acc"][-1] <= 1
 
 
+def test_distillation_step_augments_the_students_batch_and_keeps_the_teachers_logits():
+    set_seed(0)
+    model = MLP(hidden=(16,)).eval()
+    images, labels, teacher = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), torch.randn(4, 10)
+    flipped = cp.distillation_step(2.0, 0.5, augment=lambda x: x.flip(-1))(model, images, labels, teacher)
+    expected = cp.distillation_loss(model(images.flip(-1)), teacher, labels, 2.0, 0.5)
+    assert torch.allclose(flipped[0], expected)
+    assert int(flipped[1]) == int((model(images.flip(-1)).argmax(1) == labels).sum())
+    plain = cp.distillation_step(2.0, 0.0)(model, images, labels, teacher)[0]    # alpha 0: the labels alone
+    assert torch.allclose(plain, nn.functional.cross_entropy(model(images), labels))
+    with pytest.raises(ValueError, match="augment: expected a function"):
+        cp.distillation_step(augment="shift")
+
+
 # ---------------------------------------------------------------------------------------------
 # Ensembles
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +207,10 @@ def test_the_ensemble_averages_probabilities_and_costs_the_sum_of_its_members():
     assert cost["members"] == 2
     assert cost["parameters"] == sum(p.numel() for m in members for p in m.parameters())
     assert cost["seconds_per_image"] > 0 and cost["member_seconds_per_image"] > 0
+    assert cp.ensemble_cost(ensemble.members, images, repeats=1)["members"] == 2   # another ensemble's ModuleList
     with pytest.raises(ValueError, match="non-empty list of nn.Module"):
         cp.Ensemble([])
+    with pytest.raises(ValueError, match="non-empty list of nn.Module"):
+        cp.Ensemble(members[0])                                                # one model, not a list
     with pytest.raises(ValueError, match="non-empty list of nn.Module"):
         cp.ensemble_cost([members[0], "model"], images)

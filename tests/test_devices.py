@@ -101,6 +101,9 @@ INFERENCE_HELPERS = [
 
 # Public functions and methods that take a model or a dataset but are not inference helpers.
 NOT_INFERENCE = [
+    # An augmentation's factory: it takes a transform, and the function it returns resamples the images where
+    # they are (its affine matrices follow the images' device and dtype).
+    "robustness.per_image_affine",
     # Plots of a ViT's attention: they run the model through VisionTransformer.attention_maps, which moves
     # the images to the model's device (checked above); the position similarity reads weights only.
     "vit.show_cls_attention",

@@ -115,3 +115,19 @@ def test_pseudo_label_adds_the_confident_unlabelled_rows_with_their_predicted_cl
         fs.pseudo_label(embeddings, labels, unlabelled, 2, temperature=0)
     with pytest.raises(ValueError, match="unlabelled"):
         fs.pseudo_label(embeddings, labels, torch.ones(2, 3, 1), 2)
+
+
+def test_pseudo_label_by_share_takes_the_most_confident_rows_whatever_their_scale():
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    unlabelled = torch.tensor([[0.7, 0.7], [1.0, 0.05], [-1.0, -1.0], [0.02, 1.0], [1.0, 0.3]])
+    # at temperature 10 every confidence is below 0.6: a threshold of 0.9 takes nothing, a share takes the best
+    assert len(fs.pseudo_label(embeddings, labels, unlabelled, 2, threshold=0.9, temperature=10)[2]) == 0
+    grown, grown_labels, taken = fs.pseudo_label(embeddings, labels, unlabelled, 2, temperature=10, share=0.4)
+    assert taken.tolist() == [1, 3]  # the two most confident of five, in increasing order
+    assert torch.equal(grown, torch.cat([embeddings, unlabelled[[1, 3]]])) and grown_labels.tolist() == [0, 1, 0, 1]
+    assert fs.pseudo_label(embeddings, labels, unlabelled, 2, share=0.5)[2].tolist() == [1, 3, 4]  # ceil(2.5)
+    assert fs.pseudo_label(embeddings, labels, unlabelled, 2, share=1.0)[2].tolist() == [0, 1, 2, 3, 4]
+    for bad in (0, 0.0, 1.5, -0.1, True, "half"):
+        with pytest.raises(ValueError, match=r"share: expected a fraction in \(0, 1\]"):
+            fs.pseudo_label(embeddings, labels, unlabelled, 2, share=bad)

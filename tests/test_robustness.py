@@ -1,11 +1,15 @@
 """Corruptions, FGSM, out-of-distribution scores and explanation maps (course_utils.robustness)."""
 from __future__ import annotations
 
+import functools
+
 import matplotlib.pyplot as plt
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torchvision.transforms import v2
 
 from course_utils import robustness as rb
 from course_utils.data import ImageSet
@@ -150,6 +154,64 @@ def test_robustness_sweep_and_its_plot():
 
 
 # ---------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------
+
+def _torchvision_affine(images, angle, translate, scale, mode):
+    """torchvision's own affine, image by image."""
+    return torch.stack([TF.affine(image, angle=float(a), translate=[int(t[0]), int(t[1])], scale=float(s),
+                                  shear=[0.0, 0.0], interpolation=v2.InterpolationMode(mode), fill=0)
+                        for image, a, t, s in zip(images, angle, translate, scale)])
+
+
+def test_batched_affine_matches_torchvision_image_by_image():
+    images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    angle = torch.tensor([0.0, 10.0, -30.0, 45.0, 90.0, 5.0])
+    translate = torch.tensor([[0.0, 0.0], [2.0, -1.0], [0.0, 3.0], [-2.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    scale = torch.tensor([1.0, 0.8, 1.2, 1.0, 0.7, 1.3])
+    ours = rb._affine(images, angle, translate, scale, "bilinear", 0.0)
+    assert torch.allclose(ours, _torchvision_affine(images, angle, translate, scale, "bilinear"), atol=1e-5)
+    nearest = rb._affine(images, angle, translate, scale, "nearest", 0.0)
+    differ = (nearest - _torchvision_affine(images, angle, translate, scale, "nearest")).abs() > 1e-6
+    assert differ.float().mean() < 0.01  # only where a sample falls half-way between pixels (rounding)
+
+
+def test_per_image_affine_draws_its_own_parameters_for_each_image_within_the_ranges():
+    one = torch.zeros(1, 1, 28, 28)
+    one[..., 6:22, 12:16] = 1.0                                    # an upright bar
+    batch = one.repeat(64, 1, 1, 1)
+    transform = v2.RandomAffine(degrees=20, translate=(0.1, 0.1), scale=(0.8, 1.2),
+                                interpolation=v2.InterpolationMode.BILINEAR)
+    augment = rb.per_image_affine(transform, generator=torch.Generator().manual_seed(0))
+    out = augment(batch)
+    assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 1
+    assert len({round(float(image.sum()), 3) for image in out}) > 50          # the images differ from each other
+    again = rb.per_image_affine(transform, generator=torch.Generator().manual_seed(0))(batch)
+    assert torch.equal(out, again)
+    # fixed ranges give exactly torchvision's transform
+    fixed = v2.RandomAffine(degrees=(25, 25), scale=(0.9, 0.9), interpolation=v2.InterpolationMode.BILINEAR)
+    want = TF.affine(one, angle=25.0, translate=[0, 0], scale=0.9, shear=[0.0, 0.0],
+                     interpolation=v2.InterpolationMode.BILINEAR, fill=0)
+    assert torch.allclose(rb.per_image_affine(fixed)(one), want, atol=1e-5)
+    # the global generator, as v2 uses it, when none is given
+    torch.manual_seed(0)
+    first = rb.per_image_affine(transform)(batch)
+    torch.manual_seed(0)
+    assert torch.equal(first, rb.per_image_affine(transform)(batch))
+
+
+def test_per_image_affine_refuses_what_it_does_not_reproduce():
+    with pytest.raises(TypeError, match="RandomAffine"):
+        rb.per_image_affine(v2.RandomRotation(10))
+    for bad in (v2.RandomAffine(10, shear=5), v2.RandomAffine(10, center=[3, 3]), v2.RandomAffine(10, fill=(0, 1)),
+                v2.RandomAffine(10, interpolation=v2.InterpolationMode.BICUBIC)):
+        with pytest.raises(ValueError, match="without shear or centre"):
+            rb.per_image_affine(bad)
+    with pytest.raises(ValueError, match=r"images: expected a float tensor of shape \(N, C, H, W\)"):
+        rb.per_image_affine(v2.RandomAffine(10))(torch.rand(28, 28))
+
+
+# ---------------------------------------------------------------------------------------------
 # FGSM
 # ---------------------------------------------------------------------------------------------
 
@@ -189,6 +251,30 @@ def test_fgsm_accuracy_falls_with_eps_and_starts_at_the_clean_accuracy():
         rb.fgsm_accuracy(model, data, [])
 
 
+class _Tent(nn.Module):
+    """One pixel ``x``; class 1 wins (logit ``0.75 - 10 |x - 0.4|`` above 0) only within 0.075 of 0.4."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.flatten(1)[:, 0]
+        return torch.stack([torch.zeros_like(x), 0.75 - 10 * (x - 0.4).abs()], dim=1)
+
+
+def test_iterated_fgsm_stays_within_eps_and_finds_what_one_step_jumps_over():
+    data = _two_blobs()
+    model = _linear(LEFT_RIGHT)
+    # 10 steps of 2.5 * 0.2 / 10 would move a pixel by 0.5 and cross the margin at 0.3 without the projection
+    assert rb.fgsm_accuracy(model, data, [0.0, 0.2, 0.4], steps=10) == [1.0, 1.0, 0.0]
+    at_03 = ImageSet(torch.full((3, 1, 1, 1), 0.3), torch.zeros(3, dtype=torch.int64), ["0", "1"])
+    assert evaluate(_Tent(), at_03)["acc"] == 1.0
+    assert rb.fgsm_accuracy(_Tent(), at_03, [0.2]) == [1.0]            # one step lands at 0.5, past the peak
+    assert rb.fgsm_accuracy(_Tent(), at_03, [0.2], steps=10) == [0.0]  # small steps climb to it
+    for steps in (0, 1.5, True):
+        with pytest.raises(ValueError, match="steps: expected a whole number of attack steps >= 1"):
+            rb.fgsm_accuracy(model, data, [0.1], steps=steps)
+    with pytest.raises(ValueError, match="eps: expected a number >= 0"):
+        rb.fgsm_accuracy(model, data, [-0.1], steps=3)
+
+
 def test_fgsm_training_loss_mixes_clean_and_adversarial_and_trains_with_fit_tensors():
     data = _two_blobs(8)
     model = _linear(LEFT_RIGHT)
@@ -205,6 +291,22 @@ def test_fgsm_training_loss_mixes_clean_and_adversarial_and_trains_with_fit_tens
     assert len(history.rows) == 2 and "train_acc" in history.rows[0]
     with pytest.raises(ValueError, match=r"mix: expected a number in \[0, 1\]"):
         rb.fgsm_training_loss(0.1, mix=2)
+
+
+def test_fgsm_training_loss_takes_the_recipes_criterion_and_augmentation():
+    data = _two_blobs(8)
+    model = _linear(LEFT_RIGHT)
+    smoothed = functools.partial(nn.functional.cross_entropy, label_smoothing=0.1)
+    loss, _ = rb.fgsm_training_loss(0.2, mix=0.0, criterion=smoothed)(model, data.images, data.labels)
+    assert loss.item() == pytest.approx(smoothed(model(data.images), data.labels).item())
+    flipped = data.images.flip(-1)   # left and right swapped: every image now looks like the other class
+    attacked = smoothed(model(rb.fgsm(model, flipped, data.labels, 0.2)), data.labels)
+    loss, right = rb.fgsm_training_loss(0.2, mix=1.0, criterion=smoothed, augment=lambda x: x.flip(-1))(
+        model, data.images, data.labels)
+    assert int(right) == 0 and loss.item() == pytest.approx(attacked.item(), rel=1e-4)
+    for name in ("criterion", "augment"):
+        with pytest.raises(TypeError, match=f"{name}: expected a function or None"):
+            rb.fgsm_training_loss(0.1, **{name: "cross_entropy"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +333,12 @@ def test_ood_auroc_matches_sklearn_with_in_distribution_positive():
     assert rb.ood_auroc(scores_in, scores_out) == pytest.approx(expected) == pytest.approx(5 / 6)
     assert rb.ood_auroc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
     assert rb.ood_auroc(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])) == 0.0
+    # ties count one half, as in scikit-learn: scores rounded to two decimals tie often
+    generator = torch.Generator().manual_seed(0)
+    tied_in, tied_out = (torch.rand(300, generator=generator).round(decimals=2) + shift for shift in (0.1, 0.0))
+    expected = roc_auc_score([1] * 300 + [0] * 300, torch.cat([tied_in, tied_out]).numpy())
+    assert rb.ood_auroc(tied_in, tied_out) == pytest.approx(expected, abs=1e-12)
+    assert rb.ood_auroc(torch.ones(3), torch.ones(4)) == 0.5
     with pytest.raises(ValueError, match="scores_out: expected a non-empty 1-D tensor of finite scores"):
         rb.ood_auroc(scores_in, torch.tensor([]))
     with pytest.raises(ValueError, match="scores_in"):

@@ -25,6 +25,15 @@ def test_wilson_matches_a_worked_value_and_stays_in_range() -> None:
     assert low < 0.991 < high and high - low < 0.01
 
 
+def test_numpy_and_torch_whole_numbers_are_accepted() -> None:
+    import numpy as np
+    import torch
+
+    expected = wilson_interval(81, 263)
+    assert wilson_interval(np.int64(81), np.int64(263)) == expected
+    assert wilson_interval(int(torch.tensor(81)), 263) == expected
+
+
 def test_a_higher_confidence_gives_a_wider_interval() -> None:
     narrow, wide = wilson_interval(90, 100, 0.90), wilson_interval(90, 100, 0.99)
     assert wide[0] < narrow[0] and wide[1] > narrow[1]
