@@ -3,7 +3,8 @@
 - :func:`quantize_dynamic_int8`: int8 weights for the ``nn.Linear`` layers (dynamic quantisation, CPU);
 - :func:`magnitude_prune` (global, unstructured, made permanent) and :func:`sparsity`;
 - :func:`distillation_loss` (Hinton et al., 2015) and :func:`distillation_step`, its loss for
-  :func:`~course_utils.training.fit_tensors`, to train a small student on a teacher's soft targets;
+  :func:`~course_utils.training.fit_tensors`, to train a small student on a teacher's soft targets, also on
+  images nobody labelled (label :data:`UNLABELLED`);
 - the measures of one table: :func:`size_on_disk` and :func:`latency_per_image`;
 - :class:`Ensemble` (average the members' probabilities) and :func:`ensemble_cost`, to check the claim that
   merging small models cuts compute: an ensemble's cost is the sum of its members'.
@@ -26,10 +27,12 @@ from .models import device_of
 from .training import StepResult, evaluating
 
 __all__ = ["quantize_dynamic_int8", "size_on_disk", "latency_per_image", "magnitude_prune", "sparsity",
-           "distillation_loss", "distillation_step", "Ensemble", "ensemble_cost"]
+           "UNLABELLED", "distillation_loss", "distillation_step", "Ensemble", "ensemble_cost"]
 
 # The layers that pruning and sparsity cover: those with a weight matrix or kernel.
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# The label of an image nobody labelled: the cross-entropy's ``ignore_index`` default, so it skips the row.
+UNLABELLED = -100
 
 
 def _check_model(model: object) -> nn.Module:
@@ -192,14 +195,19 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     learns how the teacher ranks the wrong classes (a 7 that looks like a 1). The KL term is averaged over
     the batch and multiplied by ``T**2`` so that its gradients keep their size as ``T`` changes.
 
+    A row labelled :data:`UNLABELLED` (-100) is an image nobody labelled: it gets the teacher's term only.
+    The cross-entropy averages over the labelled rows (0 when the batch has none), so with ``alpha=0`` the
+    unlabelled rows teach nothing: the student trained on the labels alone.
+
     Args:
         student_logits, teacher_logits: ``(N, K)``; the teacher's get no gradient.
-        labels: ``(N,)`` true classes.
+        labels: ``(N,)`` true classes in ``[0, K)``, or :data:`UNLABELLED`.
         T: temperature, above 0. alpha: the weight of the teacher's term, in ``[0, 1]`` (0: labels alone).
     Returns:
         a scalar.
     Raises:
-        ValueError: shapes that differ or labels of another length, ``T <= 0``, ``alpha`` outside ``[0, 1]``.
+        ValueError: shapes that differ or labels of another length, a label outside ``[0, K)`` that is not
+            :data:`UNLABELLED`, ``T <= 0``, ``alpha`` outside ``[0, 1]``.
     """
     student_logits = _check_logits(student_logits, "student_logits")
     teacher_logits = _check_logits(teacher_logits, "teacher_logits")
@@ -209,11 +217,18 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.shape != (len(student_logits),):
         got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"labels: expected int64 classes ({len(student_logits)},), got {got}")
+    labelled = labels != UNLABELLED
+    classes = student_logits.shape[1]
+    bad = labels[labelled & ((labels < 0) | (labels >= classes))]
+    if len(bad):
+        raise ValueError(f"labels: expected classes in [0, {classes}) or UNLABELLED ({UNLABELLED}), "
+                         f"got {sorted(set(bad.tolist()))[:10]}")
     T, alpha = _check_temperature(T, alpha)
     soft = nn.functional.kl_div(nn.functional.log_softmax(student_logits.float() / T, dim=1),
                                 nn.functional.log_softmax(teacher_logits.detach().float() / T, dim=1),
                                 reduction="batchmean", log_target=True)
-    hard = nn.functional.cross_entropy(student_logits.float(), labels)
+    hard = (nn.functional.cross_entropy(student_logits[labelled].float(), labels[labelled]) if bool(labelled.any())
+            else student_logits.sum() * 0.0)   # no labelled row: no label term, and still a graph to backward
     return alpha * T ** 2 * soft + (1 - alpha) * hard
 
 
@@ -227,13 +242,15 @@ def distillation_step(T: float = 4.0, alpha: float = 0.5,
 
     With ``augment`` (e.g. :func:`~course_utils.images.random_shift`) the student sees each batch augmented
     while the teacher's logits stay those of the original image: a soft label reused for the shifted image,
-    as the hard label is. ``alpha=0`` gives the same step on the labels alone, the fair baseline.
+    as the hard label is. ``alpha=0`` gives the same step on the labels alone, the fair baseline. Images
+    nobody labelled carry the label :data:`UNLABELLED`: the teacher's term alone teaches from them.
 
     Args:
         T: temperature, above 0. alpha: the weight of the teacher's term, in ``[0, 1]``.
         augment: applied to each batch of images ``(B, C, H, W)`` before the student sees it, or ``None``.
     Returns:
-        ``loss_fn(model, images, labels, teacher_logits) -> (loss, number of labels the student got right)``.
+        ``loss_fn(model, images, labels, teacher_logits) -> (loss, number right)``, where a row counts as right
+        when the student's top class is its label or, for an unlabelled row, the teacher's top class.
     Raises:
         ValueError: ``T <= 0``, ``alpha`` outside ``[0, 1]``, or an ``augment`` that is not callable.
     """
@@ -244,7 +261,8 @@ def distillation_step(T: float = 4.0, alpha: float = 0.5,
     def loss_fn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 teacher_logits: torch.Tensor) -> StepResult:
         logits = model(augment(images) if augment is not None else images)
-        return distillation_loss(logits, teacher_logits, labels, T, alpha), (logits.argmax(1) == labels).sum()
+        targets = torch.where(labels == UNLABELLED, teacher_logits.argmax(1), labels)
+        return distillation_loss(logits, teacher_logits, labels, T, alpha), (logits.argmax(1) == targets).sum()
 
     return loss_fn
 

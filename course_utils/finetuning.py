@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,19 +96,23 @@ def sequence_step(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, types
     return out.loss, int((out.logits.argmax(1) == labels).sum())
 
 
-def _batches(model: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """``model`` in eval mode without gradients, and the batches of ``(input_ids, attention_mask, token_type_ids)``
-    moved to its device, each trimmed to its longest pair; every submodule's own mode is restored afterwards."""
+def _by_length(model: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int,
+               output: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    """``output(batch)`` for every pair, in the pairs' order, with ``model`` in eval mode without gradients
+    (every submodule's own mode restored afterwards). The pairs go through sorted by length, each batch
+    trimmed to its longest pair, so little of a batch is padding; the rows are put back in order at the end."""
     device = device_of(model)
+    order = tensors[1].sum(1).argsort(stable=True)
     with evaluating(model), torch.no_grad():
-        for start in range(0, len(tensors[0]), batch_size):
-            yield _trimmed(*(t[start:start + batch_size].to(device) for t in tensors[:3]))
+        outputs = torch.cat([output(_trimmed(*(t[rows].to(device) for t in tensors[:3])))
+                             for rows in order.split(batch_size)])
+    return outputs[order.argsort()]
 
 
 def sequence_logits(model: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int = 256) -> torch.Tensor:
     """Logits ``(N, K)`` on the CPU for ``tensors`` = ``(input_ids, attention_mask, token_type_ids[, labels])``,
     in eval mode (each submodule's own mode restored afterwards), without gradients."""
-    return torch.cat([model(**batch).logits.float().cpu() for batch in _batches(model, tensors, batch_size)])
+    return _by_length(model, tensors, batch_size, lambda batch: model(**batch).logits.float().cpu())
 
 
 def sequence_predict(model: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int = 256) -> torch.Tensor:
@@ -123,8 +127,8 @@ def sequence_accuracy(model: nn.Module, tensors: Sequence[torch.Tensor], batch_s
 
 def pooled_features(encoder: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int = 256) -> torch.Tensor:
     """Unit-length mean-pooled last hidden states ``(N, hidden)`` of a frozen ``encoder`` (a ``BertModel``)."""
-    return torch.cat([F.normalize(mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"]), dim=1).cpu()
-                      for batch in _batches(encoder, tensors, batch_size)])
+    return _by_length(encoder, tensors, batch_size, lambda batch: F.normalize(
+        mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"]), dim=1).cpu())
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -185,7 +189,7 @@ def train_method(name: str, model: nn.Module, train: Sequence[torch.Tensor], val
                  lr: float, epochs: int, batch_size: int = 32, warmup: float = 0.1, weight_decay: float = 0.01,
                  clip_grad_norm: float | None = 1.0, every_epoch: bool = False, seed: int = 0,
                  after_step: Callable[[int], None] | None = None, log_dir: str | Path | None = None,
-                 progress: bool = True) -> MethodRun:
+                 progress: bool = True, group_by_length: bool = True) -> MethodRun:
     """Train a sequence classifier's trainable parameters with the course's recipe; return a :class:`MethodRun`.
 
     The recipe, the same for every method: ``torch.optim.AdamW`` over the trainable parameters only, weight
@@ -193,7 +197,9 @@ def train_method(name: str, model: nn.Module, train: Sequence[torch.Tensor], val
     a linear warmup over the first ``warmup`` share of the steps then a cosine decay to 0
     (:func:`course_utils.optimisation.warmup_cosine`), the gradient's norm clipped to ``clip_grad_norm`` (1.0, as
     ``transformers.Trainer`` does), :func:`sequence_step` as the loss, and the validation accuracy after the
-    last epoch (after every epoch with ``every_epoch=True``, for a learning curve).
+    last epoch (after every epoch with ``every_epoch=True``, for a learning curve). With ``group_by_length``
+    each batch holds pairs of similar length (``transformers``' ``group_by_length``, see
+    :func:`course_utils.training.length_grouped_order`), so :func:`sequence_step` trims away most of the padding.
 
     Args:
         train, val: ``(input_ids, attention_mask, token_type_ids, labels)`` from :func:`encode_pairs`.
@@ -217,7 +223,8 @@ def train_method(name: str, model: nn.Module, train: Sequence[torch.Tensor], val
 
     history = fit_tensors(model, train, sequence_step, epochs=epochs, optimizer=optimizer, batch_size=batch_size,
                           scheduler=warmup_cosine(warmup), clip_grad_norm=clip_grad_norm, seed=seed,
-                          after_step=after_step, log_dir=log_dir, progress=progress, evaluate=evaluate)
+                          after_step=after_step, log_dir=log_dir, progress=progress, evaluate=evaluate,
+                          lengths=train[1].sum(1) if group_by_length else None)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return MethodRun(name, model, history, lr, trainable, total, trainable_state_bytes(model), peak)
 

@@ -222,7 +222,7 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
                 evaluate: Callable[[nn.Module], dict[str, float]] | None = None, patience: int | None = None,
                 monitor: str = "val_acc", clip_grad_norm: float | None = None, amp: bool = True, seed: int = 0,
                 progress: bool = True, log_dir: str | Path | None = None,
-                after_step: Callable[[int], None] | None = None) -> History:
+                after_step: Callable[[int], None] | None = None, lengths: torch.Tensor | None = None) -> History:
     """The course's training loop: train ``model`` on shuffled batches of several aligned tensors.
 
     On several processes (``torch.distributed`` initialised, e.g. by ``torchrun``) the same call trains
@@ -265,6 +265,9 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
         after_step: called as ``after_step(step)`` after every optimiser step (and the scheduler's), with
             the number of steps taken so far (1, 2, ...), while the step's gradients are still there: e.g.
             ``lambda step: model.base_model.update_and_allocate(step)`` for ``peft``'s AdaLoRA.
+        lengths: ``(N,)`` each row's length (e.g. ``attention_mask.sum(1)``): batches then hold rows of
+            similar length (:func:`length_grouped_order`, as ``transformers``' ``group_by_length``), so a
+            ``loss_fn`` that trims each batch to its longest row computes on less padding.
     Returns:
         the :class:`History`: ``train_loss`` (and ``train_acc``), ``seconds`` per epoch, the metrics of
         ``evaluate``, ``step_losses`` (this process's batches), ``best_epoch`` and ``stopped_early``.
@@ -286,6 +289,9 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
         raise TypeError(f"log_dir: expected a folder (str or Path) or None, got {type(log_dir).__name__}")
     if after_step is not None and not callable(after_step):
         raise TypeError(f"after_step: expected a function of the step number, or None, got {type(after_step).__name__}")
+    if lengths is not None and (not isinstance(lengths, torch.Tensor) or lengths.shape != (n,)):
+        got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+        raise ValueError(f"lengths: expected one length per row, a tensor ({n},), got {got}")
     device = device_of(model)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
@@ -306,7 +312,10 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
         for epoch in range(epochs):
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             start, total, correct = time.perf_counter(), 0.0, None
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+            generator = torch.Generator().manual_seed(seed + epoch)
+            order = torch.randperm(n, generator=generator)
+            if lengths is not None:   # one global batch (batch_size x world rows) of similar lengths after another
+                order = length_grouped_order(order, lengths, batch_size * world, generator)
             if distributed:
                 order = shard_rows(order, rank, world)
             for rows in order.split(batch_size):
@@ -402,6 +411,33 @@ def _log_rates(writer: Any, optimizer: torch.optim.Optimizer, step: int) -> None
     groups = optimizer.param_groups
     for index, group in enumerate(groups):
         writer.add_scalar("lr" if len(groups) == 1 else f"lr/group_{index}", group["lr"], step)
+
+
+def length_grouped_order(order: torch.Tensor, lengths: torch.Tensor, batch_size: int,
+                         generator: torch.Generator | None = None, chunk: int = 50) -> torch.Tensor:
+    """``order`` ``(N,)`` rearranged so that each run of ``batch_size`` rows holds rows of similar ``lengths``.
+
+    As ``transformers``' ``LengthGroupedSampler``: the random ``order`` is cut into chunks of
+    ``chunk x batch_size`` rows, each chunk is sorted by length (longest first) and cut into batches; the
+    full batches are then put in a random order (drawn from ``generator``), and a last, smaller batch (when
+    ``batch_size`` does not divide N) stays last. Which rows share a batch stays random beyond their length,
+    every row appears once per epoch, and the number of batches does not change.
+
+    Args:
+        order: ``(N,)`` a permutation of the row indices (the epoch's random order).
+        lengths: ``(N,)`` each row's length, indexed by row.
+        batch_size: rows per batch. generator: for the order of the batches. chunk: batches per sorted chunk.
+    Returns:
+        ``(N,)`` the same indices, each consecutive ``batch_size`` of them one batch.
+    """
+    if batch_size < 1 or chunk < 1:
+        raise ValueError(f"batch_size and chunk: expected at least 1, got {batch_size} and {chunk}")
+    ranked = torch.cat([part[lengths[part].argsort(descending=True, stable=True)]
+                        for part in order.split(chunk * batch_size)])
+    full = len(ranked) // batch_size * batch_size
+    batches = ranked[:full].view(-1, batch_size)
+    shuffled = batches[torch.randperm(len(batches), generator=generator)].flatten()
+    return torch.cat([shuffled, ranked[full:]])
 
 
 def shard_rows(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:

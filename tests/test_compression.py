@@ -178,6 +178,39 @@ def test_distillation_checks_its_input_and_trains_with_fit_tensors():
     assert len(history.rows) == 2 and 0 <= history["train_acc"][-1] <= 1
 
 
+def test_distillation_loss_on_unlabelled_rows_uses_the_teacher_alone():
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 2.0, 1.0]], requires_grad=True)
+    teacher = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    labels = torch.tensor([0, cp.UNLABELLED, 2])
+    T, alpha = 2.0, 0.4
+    soft = cp.distillation_loss(student, teacher, labels, T, 1.0)              # every row, labelled or not
+    full = cp.distillation_loss(student, teacher, torch.tensor([0, 1, 2]), T, 1.0)
+    assert soft.item() == pytest.approx(full.item(), rel=1e-6)
+    ce = nn.functional.cross_entropy(student[[0, 2]], torch.tensor([0, 2]))    # the labelled rows only
+    mixed = cp.distillation_loss(student, teacher, labels, T, alpha)
+    assert mixed.item() == pytest.approx((alpha * soft + (1 - alpha) * ce).item(), rel=1e-5)
+    # alpha 0 (the labels alone): an unlabelled row gets no gradient
+    cp.distillation_loss(student, teacher, labels, T, 0.0).backward()
+    assert student.grad[1].abs().max() == 0 and student.grad[0].abs().max() > 0
+    # a batch with no label at all: the label term is 0, and backward still works
+    none = cp.distillation_loss(student, teacher, torch.full((3,), cp.UNLABELLED), T, 0.5)
+    assert none.item() == pytest.approx(0.5 * soft.item(), rel=1e-5)
+    none.backward()
+    with pytest.raises(ValueError, match=r"labels: expected classes in \[0, 3\) or UNLABELLED \(-100\), got \[-1, 3\]"):
+        cp.distillation_loss(student, teacher, torch.tensor([0, -1, 3]))
+
+
+def test_distillation_step_counts_unlabelled_rows_against_the_teachers_top_class():
+    set_seed(0)
+    model = MLP(hidden=(16,)).eval()
+    images, teacher = torch.rand(6, 1, 28, 28), torch.randn(6, 10)
+    labels = torch.tensor([0, 1, cp.UNLABELLED, 3, cp.UNLABELLED, 5])
+    _, right = cp.distillation_step(2.0, 0.5)(model, images, labels, teacher)
+    predicted = model(images).argmax(1)
+    targets = torch.tensor([0, 1, int(teacher[2].argmax()), 3, int(teacher[4].argmax()), 5])
+    assert int(right) == int((predicted == targets).sum())
+
+
 def test_distillation_step_augments_the_students_batch_and_keeps_the_teachers_logits():
     set_seed(0)
     model = MLP(hidden=(16,)).eval()

@@ -77,6 +77,18 @@ def test_sequence_step_trims_padding_and_counts_right(tiny_folder, pairs):
     assert ft.sequence_accuracy(model, pairs) == pytest.approx((logits.argmax(1) == labels).float().mean().item())
 
 
+def test_predictions_come_back_in_the_pairs_order_whatever_their_lengths(tiny_folder, tokenizer):
+    """Evaluation sorts the pairs by length to batch them with little padding; the rows come back in order."""
+    first = ["seven", "three nine zero seven three", "nine", "zero zero", "seven three nine", "three"]
+    second = ["seven", "nine", "zero nine seven three seven three", "zero", "three", "seven nine"]
+    tensors = ft.encode_pairs(tokenizer, first, second, torch.zeros(6, dtype=torch.long))
+    model = ft.load_classifier(str(tiny_folder), ["no", "yes"]).eval()
+    alone = torch.cat([ft.sequence_logits(model, [t[i:i + 1] for t in tensors]) for i in range(6)])
+    assert torch.allclose(ft.sequence_logits(model, tensors, batch_size=4), alone, atol=1e-5)
+    one_by_one = torch.cat([ft.pooled_features(model.base_model, [t[i:i + 1] for t in tensors]) for i in range(6)])
+    assert torch.allclose(ft.pooled_features(model.base_model, tensors, batch_size=4), one_by_one, atol=1e-5)
+
+
 def test_pooled_features_are_unit_length_without_gradients(tiny_folder, pairs):
     encoder = ft.load_classifier(str(tiny_folder), ["no", "yes"]).base_model
     features = ft.pooled_features(encoder, pairs, batch_size=3)

@@ -553,3 +553,40 @@ def test_after_step_must_be_callable() -> None:
     with pytest.raises(TypeError, match="after_step: expected a function of the step number"):
         training.fit_tensors(nn.Linear(3, 2), (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)),
                              lambda m, a, b: F.cross_entropy(m(a), b), epochs=1, after_step=3, progress=False)
+
+
+def test_length_grouped_order_batches_similar_lengths_and_keeps_every_row() -> None:
+    lengths = torch.randint(3, 40, (103,))
+    order = torch.randperm(103, generator=torch.Generator().manual_seed(0))
+    grouped = training.length_grouped_order(order, lengths, 8, torch.Generator().manual_seed(1), chunk=4)
+    assert sorted(grouped.tolist()) == list(range(103)), "every row once"
+    batches = grouped.split(8)
+    assert len(batches) == 13 and len(batches[-1]) == 7, "as many batches as before, the smaller one last"
+
+    def padding(batches: tuple[torch.Tensor, ...]) -> int:
+        return sum(int(lengths[b].max() * len(b) - lengths[b].sum()) for b in batches)
+
+    assert padding(batches) < padding(order.split(8)) / 2, "far less padding than random batches"
+    for start in range(0, 96, 32):   # inside a chunk of 4 batches the lengths fall from batch to batch
+        chunk_batches = [b for b in batches[:12] if set(b.tolist()) <= set(order[start:start + 32].tolist())]
+        assert len(chunk_batches) == 4
+    again = training.length_grouped_order(order, lengths, 8, torch.Generator().manual_seed(1), chunk=4)
+    assert torch.equal(grouped, again), "seeded: the same order again"
+    with pytest.raises(ValueError, match="batch_size and chunk: expected at least 1"):
+        training.length_grouped_order(order, lengths, 0)
+
+
+def test_fit_tensors_with_lengths_takes_the_same_steps_and_checks_them() -> None:
+    x, y = torch.randn(50, 4), torch.randint(0, 2, (50,))
+    model = nn.Linear(4, 2)
+    sizes = []
+
+    def step(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(xb))
+        return F.cross_entropy(m(xb), yb)
+
+    history = training.fit_tensors(model, (x, y), step, epochs=2, batch_size=16, progress=False,
+                                   lengths=torch.arange(50) % 7)
+    assert len(history.step_losses) == 8 and sizes[3] == sizes[7] == 2, "4 batches an epoch, the short one last"
+    with pytest.raises(ValueError, match=r"lengths: expected one length per row, a tensor \(50,\), got \(49,\)"):
+        training.fit_tensors(model, (x, y), step, epochs=1, progress=False, lengths=torch.ones(49))
