@@ -7,7 +7,8 @@ The pieces notebook 07 puts together, around ``transformers.AutoModelForSequence
 - :func:`encode_pairs`: caption-question pairs as padded token tensors ``(N, T)`` plus labels ``(N,)``;
 - :func:`sequence_step` (a ``loss_fn`` for :func:`course_utils.training.fit_tensors`) and
   :func:`sequence_logits` / :func:`sequence_predict` / :func:`sequence_accuracy`;
-- :func:`pooled_features`: frozen mean-pooled sentence vectors, for a linear probe;
+- :func:`pooled_features`: frozen mean-pooled sentence vectors, for a linear probe, and :class:`ProbeClassifier`,
+  the frozen encoder and the trained probe as one sequence classifier (a row of :func:`method_table`);
 - :func:`unfreeze_top`: train only the top k encoder layers (and the head);
 - :func:`train_method`: one method trained with the same recipe as every other (AdamW without decay on biases
   and LayerNorms, warmup + cosine), and what it cost; :func:`method_table` evaluates them all on the test split
@@ -31,8 +32,8 @@ from .training import History, StepResult, evaluating, fit_tensors
 from .uncertainty import format_accuracy
 
 __all__ = ["load_classifier", "encode_pairs", "sequence_step", "sequence_logits", "sequence_predict",
-           "sequence_accuracy", "pooled_features", "unfreeze_top", "encoder_layers", "MethodRun", "train_method",
-           "method_table"]
+           "sequence_accuracy", "pooled_features", "ProbeClassifier", "unfreeze_top", "encoder_layers", "MethodRun",
+           "train_method", "probe_run", "method_table"]
 
 
 def load_classifier(location: str, labels: Sequence[str], num_layers: int | None = None,
@@ -131,6 +132,30 @@ def pooled_features(encoder: nn.Module, tensors: Sequence[torch.Tensor], batch_s
         mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"]), dim=1).cpu())
 
 
+class ProbeClassifier(nn.Module):
+    """A frozen encoder and a linear probe trained on its :func:`pooled_features`, as one sequence classifier.
+
+    ``forward(input_ids, attention_mask, token_type_ids)`` ``(B, T)`` each returns an object whose ``logits``
+    are ``(B, K)``, as a ``transformers`` classifier does, so :func:`sequence_accuracy` and
+    :func:`method_table` read the probe as they read every fine-tuned model. The encoder is frozen here.
+    """
+
+    def __init__(self, encoder: nn.Module, probe: nn.Linear) -> None:
+        super().__init__()
+        if not isinstance(probe, nn.Linear):
+            raise TypeError(f"probe: expected the trained nn.Linear, got {type(probe).__name__}")
+        self.encoder = encoder.requires_grad_(False)
+        self.probe = probe
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        return SequenceClassifierOutput(logits=self.probe(F.normalize(mean_pool(hidden, attention_mask), dim=1)))
+
+
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The encoder layers of a BERT-family sequence classifier (``model.base_model.encoder.layer``)."""
     try:
@@ -227,6 +252,15 @@ def train_method(name: str, model: nn.Module, train: Sequence[torch.Tensor], val
                           lengths=train[1].sum(1) if group_by_length else None)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return MethodRun(name, model, history, lr, trainable, total, trainable_state_bytes(model), peak)
+
+
+def probe_run(name: str, encoder: nn.Module, probe: nn.Linear, history: History, lr: float) -> MethodRun:
+    """The linear probe as a :class:`MethodRun`: a :class:`ProbeClassifier` of ``encoder`` and ``probe``, with
+    the probe's own training ``history`` (its epochs run on features computed once, so they take almost no
+    time), ``lr``, and the probe's parameters as the trainable ones."""
+    model = ProbeClassifier(encoder, probe)
+    trainable, total = trainable_parameters(model)
+    return MethodRun(name, model, history, lr, trainable, total, trainable_state_bytes(model), None)
 
 
 def method_table(runs: Sequence[MethodRun], test: Sequence[torch.Tensor]) -> dict[str, float]:

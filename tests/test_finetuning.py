@@ -135,3 +135,25 @@ def test_model_location_prefers_the_package_and_refuses_bad_names(tiny_folder, c
     assert text.model_location(str(tiny_folder)) == str(tiny_folder)
     with pytest.raises(TypeError, match="hub model name"):
         text.model_location("")
+
+
+def test_the_probe_as_a_classifier_gives_the_probe_on_its_features_and_joins_the_table(tiny_folder, pairs, capsys):
+    from course_utils.training import fit_tensors
+
+    encoder = ft.load_classifier(str(tiny_folder), ["no", "yes"]).base_model
+    features = ft.pooled_features(encoder, pairs)
+    torch.manual_seed(0)
+    probe = nn.Linear(features.shape[1], 2)
+    history = fit_tensors(probe, (features, pairs[3]), lambda m, x, y: nn.functional.cross_entropy(m(x), y),
+                          epochs=2, progress=False)
+    run = ft.probe_run("linear probe", encoder, probe, history, 0.1)
+    assert (run.trainable, run.state_bytes) == (66, 16 * 66) and run.total > 1000
+    assert all(not p.requires_grad for p in run.model.encoder.parameters())
+    with torch.no_grad():
+        expected = probe(features)
+    assert torch.allclose(ft.sequence_logits(run.model, pairs), expected, atol=1e-5)
+    accuracies = ft.method_table([run], pairs)
+    assert accuracies["linear probe"] == pytest.approx((expected.argmax(1) == pairs[3]).float().mean().item())
+    assert "linear probe" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="probe: expected the trained nn.Linear"):
+        ft.ProbeClassifier(encoder, nn.Sequential(probe))
