@@ -138,6 +138,7 @@ NOT_INFERENCE = [
     "continual.train_incrementally",  # fit_tensors per task, then training.evaluate on each task's set
     "finetuning.sequence_step",  # the loss_fn of fit_tensors, on a batch it has moved
     "finetuning.train_method",  # fit_tensors with sequence_step, then finetuning.sequence_accuracy (checked above)
+    "finetuning.probe_run",  # wraps a trained probe and its encoder where they are; runs nothing
     # A reference solution of an exercise: like the learner's answer it takes a batch already on the model's
     # device (the checker runs both on the CPU); robustness.fgsm is the helper that moves its inputs.
     "exercises.evaluation.solution_fgsm_step",
