@@ -292,6 +292,8 @@ def fit_tensors(model: nn.Module, tensors: Sequence[torch.Tensor], loss_fn: Call
     if lengths is not None and (not isinstance(lengths, torch.Tensor) or lengths.shape != (n,)):
         got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
         raise ValueError(f"lengths: expected one length per row, a tensor ({n},), got {got}")
+    if lengths is not None:
+        lengths = lengths.cpu()   # the batches' order is drawn on the CPU, wherever the rows are
     device = device_of(model)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
