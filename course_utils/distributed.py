@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(os.devnull, "w") as silent, \
                 contextlib.redirect_stdout(silent) if rank != 0 else contextlib.nullcontext():
             train(args, rank, world, device)
+        if world > 1:
+            dist.barrier()  # every rank waits for rank 0's checkpoint: none tears the group down under another
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -233,7 +235,7 @@ def launch(nproc: int, out: str | Path, timeout: float = 600, **options: Any) ->
                           timeout=timeout)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-60:])  # a rank's own error, then torchrun's
         raise RuntimeError(f"the run on {nproc} process(es) exited with status {done.returncode}:\n{tail}")
     figures = json.loads((Path(out) / FIGURES).read_text())
     shown = " ".join(["torchrun", *runner[2:]] if nproc > 1 else ["python"]) + " " + " ".join(module)
