@@ -126,10 +126,16 @@ def sequence_accuracy(model: nn.Module, tensors: Sequence[torch.Tensor], batch_s
     return (sequence_predict(model, tensors, batch_size) == tensors[3].cpu()).float().mean().item()
 
 
+def _sentence_vectors(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Unit-length mean-pooled last hidden states ``(B, hidden)`` of ``encoder`` for a batch ``(B, T)``."""
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    return F.normalize(mean_pool(hidden.last_hidden_state, attention_mask), dim=1)
+
+
 def pooled_features(encoder: nn.Module, tensors: Sequence[torch.Tensor], batch_size: int = 256) -> torch.Tensor:
     """Unit-length mean-pooled last hidden states ``(N, hidden)`` of a frozen ``encoder`` (a ``BertModel``)."""
-    return _by_length(encoder, tensors, batch_size, lambda batch: F.normalize(
-        mean_pool(encoder(**batch).last_hidden_state, batch["attention_mask"]), dim=1).cpu())
+    return _by_length(encoder, tensors, batch_size, lambda batch: _sentence_vectors(encoder, **batch).cpu())
 
 
 class ProbeClassifier(nn.Module):
@@ -151,9 +157,8 @@ class ProbeClassifier(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> Any:
         from transformers.modeling_outputs import SequenceClassifierOutput
 
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-        return SequenceClassifierOutput(logits=self.probe(F.normalize(mean_pool(hidden, attention_mask), dim=1)))
+        return SequenceClassifierOutput(
+            logits=self.probe(_sentence_vectors(self.encoder, input_ids, attention_mask, token_type_ids)))
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
