@@ -184,7 +184,7 @@ def show_feature_maps(model: nn.Module, layer: nn.Module, image: torch.Tensor, m
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
     try:
-        predict(model, ImageSet(image[None].float(), torch.zeros(1, dtype=torch.int64), ["?"]))
+        predict(model, ImageSet(image[None].float(), torch.zeros(1, dtype=torch.int64, device=image.device), ["?"]))
     finally:
         handle.remove()
     maps = captured[0][0, :max_maps].float().cpu()  # (C, h, w)

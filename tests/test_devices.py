@@ -407,9 +407,10 @@ def check_plot_mistakes() -> None:
 
 def check_show_feature_maps() -> None:
     model = models.CNN(channels=(4, 4, 4))
-    with on_meta(model):
-        figure = plots.show_feature_maps(model, model[0], torch.rand(1, 28, 28), max_maps=2)
-    assert isinstance(figure, Figure)
+    for image in (torch.rand(1, 28, 28), torch.rand(1, 28, 28, device="meta")):  # an image of a CPU or a GPU set
+        with on_meta(model):
+            figure = plots.show_feature_maps(model, model[0], image, max_maps=2)
+        assert isinstance(figure, Figure)
 
 
 def check_encode_texts() -> None:

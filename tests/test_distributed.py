@@ -95,9 +95,11 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
 
 
 def test_two_processes_with_half_the_batch_take_the_steps_of_one_process(tmp_path, capsys):
-    # fork: the two processes start with everything this one has imported (spawn would import it all again)
+    # fork: the two processes start with everything this one has imported (spawn would import it all again). A
+    # child forked after this process ran autograd on a GPU cannot run autograd at all, so such a process spawns.
+    fork = sys.platform == "linux" and not torch.cuda.is_initialized()
     context = multiprocessing.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
-                                              join=False, start_method="fork" if sys.platform == "linux" else "spawn")
+                                              join=False, start_method="fork" if fork else "spawn")
     deadline = time.monotonic() + 120
     while not context.join(timeout=1):  # raises if a process failed
         if time.monotonic() > deadline:

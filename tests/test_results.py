@@ -330,11 +330,16 @@ def test_command_refuses_bad_arguments_and_reports_broken_files(tmp_path, capsys
     assert results.main([str(tmp_path / "empty")]) == 0 and "no results" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("record", results.load_results(results.RESULTS_DIR), ids=lambda r: r["notebook"])
+@pytest.mark.parametrize("record", results.load_results(results.RESULTS_DIR)
+                         + results.load_results(results.RESULTS_DIR / "gpu"),
+                         ids=lambda r: f"{r['notebook']}-{r['run_size']}")
 def test_each_title_cell_gives_the_committed_run_time(record):
-    """A notebook's title cell quotes its run time from its results file, so the two cannot drift apart."""
+    """A notebook's title cell quotes its run time from its results file, so the two cannot drift apart: the
+    ``cpu`` run's, and the ``gpu`` run's where one is committed, each beside the name of its results file."""
     notebook = json.loads((results.RESULTS_DIR.parent / "notebooks" / f"{record['notebook']}.ipynb").read_text())
     title = " ".join("".join(notebook["cells"][0]["source"]).split())
+    folder = "results/" if record["run_size"] == "cpu" else f"results/{record['run_size']}/"
+    assert f"{folder}{record['notebook']}.json" in title, f"{record['notebook']}: the title cell names no {folder}"
     assert f"took {results.duration(record['seconds'])}" in title, (
-        f"{record['notebook']}: the title cell's run time must be the committed run's "
-        f"({results.duration(record['seconds'])}, from results/{record['notebook']}.json)")
+        f"{record['notebook']}: the title cell's run time must be the committed {record['run_size']} run's "
+        f"({results.duration(record['seconds'])}, from {folder}{record['notebook']}.json)")

@@ -223,13 +223,16 @@ def test_bad_inputs_are_clear_errors():
         predict(model, [1, 2, 3])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fit_on_cuda_moves_cpu_batches_to_the_model():
-    model = _linear().cuda()
-    history = fit(model, _tiny(), _tiny(seed=1), epochs=2, lr=0.05, progress=False)
-    assert next(model.parameters()).device.type == "cuda"
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_fit_moves_cpu_batches_to_the_model_and_learns(device):
+    """The same run on the CPU and on a GPU (mixed precision there): CPU batches go to the model's device."""
+    set_seed(0)
+    model = _linear().to(device)
+    history = fit(model, _tiny(), _tiny(seed=1), epochs=10, lr=0.1, batch_size=8, progress=False)
+    assert next(model.parameters()).device.type == device
     assert history["val_acc"][-1] > 0.9
-    assert predict(model, _tiny()).device.type == "cuda"
+    assert predict(model, _tiny()).device.type == device
 
 
 # ---------------------------------------------------------------------------------------------
