@@ -15,7 +15,9 @@ tensor back (``.cpu()``, ``.tolist()``, ``.item()``, ``.numpy()``, ``bool()``, `
 result lives, as its docstring says: on the model's device (``meta``) or on the CPU.
 
 A dataset on the device (a CUDA :class:`~course_utils.data.ImageSet`) is simulated the same way:
-an ImageSet on ``meta``.
+an ImageSet on ``meta``. Every check runs twice: with its images and labels on the CPU, and on
+``meta``, as a notebook's data sit on the GPU at the ``gpu`` run size (a helper that makes a tensor
+of its own on the CPU beside them fails the second).
 
 :data:`INFERENCE_HELPERS` lists every public inference helper of ``course_utils``;
 ``test_every_inference_style_function_is_listed`` fails when a public function or method that takes
@@ -28,6 +30,7 @@ import functools
 import importlib
 import inspect
 import pkgutil
+import sys
 import types
 import typing
 from contextlib import contextmanager
@@ -249,8 +252,19 @@ def expect(tensor: object, device: str, shape: tuple[int, ...]) -> None:
         f"expected {shape} on {device}, got {tuple(tensor.shape)} on {tensor.device}"
 
 
+INPUT_DEVICES = ("cpu", "meta")  # where a check's images and labels are: the CPU, or the model's device
+INPUT_DEVICE = "cpu"  # the one a check uses; test_helper_runs_on_the_models_device runs each check with both
+
+
 def _images(n: int) -> torch.Tensor:
-    return torch.rand(n, 1, 28, 28)
+    """``n`` MNIST-like images ``(n, 1, 28, 28)`` on ``INPUT_DEVICE``."""
+    return torch.rand(n, 1, 28, 28).to(INPUT_DEVICE)
+
+
+def _image_set(n: int, first_label: int = 0) -> ImageSet:
+    """``n`` images of :func:`_images` labelled ``first_label, first_label + 1, ...`` (mod 10), on their device."""
+    images = _images(n)
+    return ImageSet(images, ((torch.arange(n) + first_label) % 10).to(images.device), MNIST_CLASSES)
 
 
 def _text_features() -> fusion.TextFeatures:
@@ -291,7 +305,7 @@ def _text_encoder() -> text.TextEncoder:
 
 def _image_sets(n: int) -> list[ImageSet]:
     """``n`` MNIST-like images and labels twice: on the CPU, and on ``meta`` (a dataset on the device)."""
-    images, labels = _images(n), torch.arange(n) % 10
+    images, labels = torch.rand(n, 1, 28, 28), torch.arange(n) % 10
     return [ImageSet(images, labels, MNIST_CLASSES), ImageSet(images.to("meta"), labels.to("meta"), MNIST_CLASSES)]
 
 
@@ -331,7 +345,7 @@ def _meta_mnist(n: int) -> tuple[ImageSet, imagetext.AttributeBins]:
 
 
 # ---------------------------------------------------------------------------------------------
-# One check per helper: CPU inputs, a model on meta (or a dataset on meta)
+# One check per helper: a model on meta, inputs on INPUT_DEVICE (or a dataset on each device)
 # ---------------------------------------------------------------------------------------------
 
 def check_greedy_decode() -> None:
@@ -401,16 +415,15 @@ def check_make_questions() -> None:
 def check_plot_mistakes() -> None:
     model = models.MLP(hidden=(8,))
     with on_meta(model):
-        figure = plots.plot_mistakes(model, ImageSet(_images(5), torch.arange(1, 6), MNIST_CLASSES), n=2)
+        figure = plots.plot_mistakes(model, _image_set(5, first_label=1), n=2)
     assert isinstance(figure, Figure)
 
 
 def check_show_feature_maps() -> None:
     model = models.CNN(channels=(4, 4, 4))
-    for image in (torch.rand(1, 28, 28), torch.rand(1, 28, 28, device="meta")):  # an image of a CPU or a GPU set
-        with on_meta(model):
-            figure = plots.show_feature_maps(model, model[0], image, max_maps=2)
-        assert isinstance(figure, Figure)
+    with on_meta(model):
+        figure = plots.show_feature_maps(model, model[0], _images(1)[0], max_maps=2)
+    assert isinstance(figure, Figure)
 
 
 def check_encode_texts() -> None:
@@ -423,21 +436,21 @@ def check_encode_texts() -> None:
 def check_evaluate() -> None:
     model = models.MLP(hidden=(8,))
     with on_meta(model):
-        metrics = training.evaluate(model, ImageSet(_images(5), torch.arange(5), MNIST_CLASSES), batch_size=2)
+        metrics = training.evaluate(model, _image_set(5), batch_size=2)
     assert set(metrics) == {"loss", "acc"} and all(type(value) is float for value in metrics.values()), metrics
 
 
 def check_accuracy_table() -> None:
     model = models.MLP(hidden=(8,))
     with on_meta(model):
-        accuracies = training.accuracy_table({"MLP": model}, ImageSet(_images(5), torch.arange(5), MNIST_CLASSES))
+        accuracies = training.accuracy_table({"MLP": model}, _image_set(5))
     assert list(accuracies) == ["MLP"] and type(accuracies["MLP"]) is float, accuracies
 
 
 def check_predict() -> None:
     model = models.MLP(hidden=(8,))
     with on_meta(model):
-        logits = training.predict(model, ImageSet(_images(5), torch.arange(5), MNIST_CLASSES), batch_size=2)
+        logits = training.predict(model, _image_set(5), batch_size=2)
     expect(logits, "meta", (5, 10))
 
 
@@ -633,7 +646,10 @@ CHECKS: dict[str, Callable[[], None]] = {
 
 
 @pytest.mark.parametrize("name", INFERENCE_HELPERS)
-def test_helper_runs_on_the_models_device(name):
+@pytest.mark.parametrize("inputs", INPUT_DEVICES)
+def test_helper_runs_on_the_models_device(name, inputs, monkeypatch):
+    """Each helper with its inputs on the CPU, and on the model's device (as a notebook's GPU data set gives them)."""
+    monkeypatch.setattr(sys.modules[__name__], "INPUT_DEVICE", inputs)
     CHECKS[name]()
 
 
