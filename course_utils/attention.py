@@ -18,7 +18,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from .models import autocasting, check_floating
+from .models import autocasting, check_floating, linear_input_dtype
 
 
 def _check_mask(mask: object, scores_shape: torch.Size) -> Tensor:
@@ -246,7 +246,7 @@ class MultiHeadAttention(nn.Module):
         value = key if value is None else value
         for name, x in (("query", query), ("key", key), ("value", value)):
             self._check_tokens(x, name)
-            check_floating(x, name, self.q_proj.weight.dtype)
+            check_floating(x, name, linear_input_dtype(self.q_proj))
         if key.shape[0] != query.shape[0] or value.shape[:2] != key.shape[:2] or key.shape[1] == 0:
             raise ValueError(f"expected query (B, Tq, D), key and value (B, Tk, D) with the same B and Tk >= 1, got "
                              f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}")

@@ -41,6 +41,13 @@ def check_floating(x: object, name: str, dtype: torch.dtype) -> None:
                         f"pass {name}.to({dtype})")
 
 
+def linear_input_dtype(layer: nn.Module) -> torch.dtype:
+    """The floating dtype that the linear ``layer`` takes: its weight's, or float32 once it is quantised
+    (``torch.ao`` dynamic int8, whose ``weight`` is a method that returns int8 values, not a parameter)."""
+    weight = layer.weight
+    return weight.dtype if isinstance(weight, torch.Tensor) else torch.float32
+
+
 def _check_batches(inputs: object, name: str, shape: str, batch_size: object) -> None:
     """Raise unless ``inputs`` is a tensor with at least one row and ``batch_size`` an int of at least 1."""
     if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0 or len(inputs) == 0:
@@ -70,8 +77,7 @@ class MLP(nn.Sequential):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` (or any ``(B, ...)`` with ``in_features`` values per example) -> ``(B, num_classes)``."""
-        weight = self[1].weight  # a method, not a tensor, once the layer is quantised (torch.ao dynamic int8)
-        check_floating(images, "images", weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
+        check_floating(images, "images", linear_input_dtype(self[1]))
         if images.dim() < 2 or math.prod(images.shape[1:]) != self.in_features:
             raise ValueError(f"images: expected (B, 1, 28, 28) or any (B, ...) with {self.in_features} values per "
                              f"example, got {tuple(images.shape)}")

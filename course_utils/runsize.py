@@ -62,7 +62,7 @@ PLANS: dict[str, dict[str, dict[str, Any]]] = {
                   "fashion_train_limit": 1000, "fashion_test_limit": 500, "fashion_epochs": 1,
                   "fashion_batch_size": 256},
         "cpu": {"train_limit": None, "test_limit": None, "epochs": 15, "batch_size": 128,
-                "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 10,
+                "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 16,
                 "fashion_batch_size": 256},
         "gpu": {"train_limit": None, "test_limit": None, "epochs": 30, "batch_size": 256,
                 "fashion_train_limit": None, "fashion_test_limit": None, "fashion_epochs": 40,

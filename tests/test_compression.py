@@ -12,6 +12,7 @@ from course_utils import compression as cp
 from course_utils.models import CNN, MLP
 from course_utils.runsize import set_seed
 from course_utils.training import fit_tensors
+from course_utils.vit import VisionTransformer
 
 
 def _plain_mlp() -> nn.Sequential:
@@ -59,6 +60,18 @@ def test_int8_quantisation_of_the_course_mlp():
     small = cp.quantize_dynamic_int8(model)
     images = torch.rand(4, 1, 28, 28)
     assert torch.allclose(small(images), model.eval()(images), atol=0.02)
+
+
+def test_int8_quantisation_of_the_course_vit():
+    """Its attention projections become int8 layers too; the blocks still take float32 tokens (notebook 08)."""
+    set_seed(0)
+    model = VisionTransformer(patch_size=7, embed_dim=32, depth=2, num_heads=4).eval()
+    small = cp.quantize_dynamic_int8(model)
+    images = torch.rand(4, 1, 28, 28)
+    assert type(small.blocks[0].attn.q_proj) is not nn.Linear
+    assert torch.allclose(small(images), model(images), atol=0.05)
+    with pytest.raises(TypeError, match="expected torch.float32"):
+        small(images.double())
 
 
 def test_size_on_disk_counts_the_saved_state_dict():

@@ -113,8 +113,6 @@ NOT_INFERENCE = [
     "vit.show_rollout",
     "vit.position_similarity",
     "vit.show_position_similarity",
-    # A step of EncoderBlock.forward: like forward, it takes inputs already on the model's device.
-    "vit.EncoderBlock.fused_attention",
     # Steps of a model's own forward pass: like forward, they take inputs already on the model's device.
     "attention.MultiHeadAttention.split_heads",
     "attention.MultiHeadAttention.merge_heads",
@@ -157,6 +155,7 @@ NOT_INFERENCE = [
     "attention.MultiHeadAttention.to_torch",
     "models.count_parameters",
     "models.device_of",
+    "models.linear_input_dtype",
     "plots.show_filters",
     "text.tokenize",
     "training.evaluating",
