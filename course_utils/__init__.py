@@ -13,7 +13,8 @@ Each module fits on a screen:
 - :mod:`course_utils.captioning`: an image captioner (CNN encoder + transformer decoder), greedy decoding;
 - :mod:`course_utils.fusion`: image-text fusion models and their losses;
 - :mod:`course_utils.contrastive`: the contrastive (CLIP) loss and model, image embeddings, recall@k;
-- :mod:`course_utils.models`: the MLP and CNN that later notebooks compare against, ``count_parameters``;
+- :mod:`course_utils.models`: the MLP and CNN that later notebooks compare against, ``count_parameters``,
+  ``FlipAveraged`` (test-time flips);
 - :mod:`course_utils.lora`: LoRA by hand, bottleneck adapters, trainable parameters and their AdamW memory;
 - :mod:`course_utils.optimisation`: AdamW parameter groups without decay on biases and norms, warmup + cosine,
   multi-label targets and their per-label scores;

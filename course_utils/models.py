@@ -3,8 +3,8 @@
 
 Each notebook builds its model in front of the learner first; these are the same models, kept
 here so that later notebooks (the ViT of 03, say) can compare against them in one line. Also here:
-the input checks the models and the multimodal helpers (:mod:`course_utils.fusion`,
-:mod:`course_utils.contrastive`) share.
+``FlipAveraged``, test-time flips for any of them, and the input checks the models and the multimodal
+helpers (:mod:`course_utils.fusion`, :mod:`course_utils.contrastive`) share.
 """
 from __future__ import annotations
 
@@ -121,6 +121,32 @@ class CNN(nn.Sequential):
         if images.dim() != 4 or images.shape[1] != channels or images.shape[2] // 8 != 3 or images.shape[3] // 8 != 3:
             raise ValueError(f"images: expected (B, {channels}, 28, 28), got {tuple(images.shape)}")
         return super().forward(images)
+
+
+class FlipAveraged(nn.Module):
+    """Test-time augmentation with mirror images: ``model``'s class probabilities on each image and on its
+    left-right mirror, averaged.
+
+    Input ``(B, C, H, W)``, output ``(B, num_classes)`` log-probabilities,
+    ``log((softmax(model(x)) + softmax(model(x.flip(-1)))) / 2)``, which stand in for logits anywhere
+    (``argmax``, ``softmax`` and cross-entropy read them alike). It is the test-time twin of training with
+    random flips, so use it only where a mirror image keeps its label (clothes, photos; not digits or
+    text). It adds no parameters, and it costs two forward passes of ``model``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a classifier (an nn.Module), got {type(model).__name__}")
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, num_classes)`` log-probabilities, averaged over the two views."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images: expected a batch of images (B, C, H, W) to mirror along W, got {got}")
+        views = torch.stack([self.model(images).log_softmax(-1), self.model(images.flip(-1)).log_softmax(-1)])
+        return views.logsumexp(0) - math.log(2)
 
 
 class PatchEncoder(nn.Module):

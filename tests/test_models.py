@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.models import CNN, MLP, PatchEncoder, conv_block, count_parameters
+from course_utils.models import CNN, MLP, FlipAveraged, PatchEncoder, conv_block, count_parameters
 from course_utils.runsize import set_seed
 
 
@@ -96,3 +96,23 @@ def test_models_take_an_empty_batch_and_mixed_dtypes_under_autocast():
     assert MLP().eval()(torch.rand(0, 1, 28, 28)).shape == (0, 10)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert CNN().eval()(torch.rand(2, 1, 28, 28).bfloat16()).shape == (2, 10)
+
+
+def test_flip_averaged_averages_the_probabilities_of_both_views():
+    set_seed(0)
+    model, x = CNN().eval(), torch.rand(5, 1, 28, 28)
+    averaged = FlipAveraged(model)
+    with torch.no_grad():
+        expected = (model(x).softmax(-1) + model(x.flip(-1)).softmax(-1)) / 2
+        out = averaged(x)
+        assert torch.allclose(out.exp(), expected, atol=1e-6)
+        assert torch.allclose(out, averaged(x.flip(-1)), atol=1e-6), "an image and its mirror get the same answer"
+        assert not torch.allclose(out, model(x).log_softmax(-1), atol=1e-3), "the mirror view changes the answer"
+    assert count_parameters(averaged) == count_parameters(model)
+
+
+def test_flip_averaged_refuses_what_it_cannot_mirror():
+    with pytest.raises(TypeError, match="model: expected a classifier"):
+        FlipAveraged(lambda x: x)
+    with pytest.raises(ValueError, match=r"images: expected a batch of images \(B, C, H, W\).*got \(1, 28, 28\)"):
+        FlipAveraged(CNN())(torch.rand(1, 28, 28))
